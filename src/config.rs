@@ -1,0 +1,630 @@
+//! One typed configuration, read from flags, `GATEWAY_*` environment and an optional TOML
+//! file, in that order of precedence, then defaults (DESIGN.md "Run contract").
+//!
+//! Every raw value is a string until [`Config::resolve`] parses it, so a wrong value can be
+//! reported in one line that names the flag, the environment variable and the file key.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use rsipstack::sip::uri::ParamsExt;
+use rsipstack::sip::Uri;
+
+/// Command line and environment. Each field stays a raw string so that the file and the
+/// defaults can fill what is missing, and parsing errors come out uniformly.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Browser agents (JSON/WebSocket + WebRTC) to plain SIP: a media-terminating B2BUA",
+    long_about = "Browser agents (JSON/WebSocket + WebRTC) to plain SIP: a media-terminating B2BUA.\n\n\
+Every setting has a flag, a GATEWAY_* environment variable and a key in the TOML file given \
+with --config (the flag name with '_' for '-', e.g. ws_listen). Flags beat environment, \
+environment beats the file, the file beats the defaults."
+)]
+pub struct Cli {
+    /// TOML configuration file
+    #[arg(long, env = "GATEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Browser WebSocket listen address (and the demo page) [default: 0.0.0.0:8081]
+    #[arg(long, env = "GATEWAY_WS_LISTEN", value_name = "ADDR")]
+    pub ws_listen: Option<String>,
+    /// REST, SSE and metrics listen address [default: 0.0.0.0:8082]
+    #[arg(long, env = "GATEWAY_API_LISTEN", value_name = "ADDR")]
+    pub api_listen: Option<String>,
+    /// The gateway's own SIP address, UDP and TCP [default: 0.0.0.0:5070]
+    #[arg(long, env = "GATEWAY_SIP_LISTEN", value_name = "ADDR")]
+    pub sip_listen: Option<String>,
+    /// Registrar / outbound proxy, a SIP URI; `;transport=tcp` picks TCP [default: sip:127.0.0.1:5060]
+    #[arg(long, env = "GATEWAY_SIP_UPSTREAM", value_name = "URI")]
+    pub sip_upstream: Option<String>,
+    /// Domain of the agents' AORs (sip:DN@DOMAIN) [default: the upstream host]
+    #[arg(long, env = "GATEWAY_SIP_DOMAIN", value_name = "DOMAIN")]
+    pub sip_domain: Option<String>,
+    /// Address written into SDP, Contact and ICE candidates [default: the SIP listen address,
+    /// or the local address that routes to the upstream when listening on all interfaces]
+    #[arg(long, env = "GATEWAY_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<String>,
+    /// UDP port range for the SIP leg's RTP/RTCP [default: 20000-29999]
+    #[arg(long, env = "GATEWAY_RTP_PORTS", value_name = "LOW-HIGH")]
+    pub rtp_ports: Option<String>,
+    /// JSON list of ICE servers handed to browsers in `hello` [default: []]
+    #[arg(long, env = "GATEWAY_ICE_SERVERS", value_name = "JSON")]
+    pub ice_servers: Option<String>,
+    /// Bearer token required by REST (except /api/health) and the WebSocket [default: none]
+    #[arg(
+        long,
+        env = "GATEWAY_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// tracing filter, e.g. `info` or `gateway=debug` [default: info]
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Seconds a dropped browser session keeps its registration and calls [default: 30]
+    #[arg(long, env = "GATEWAY_GRACE_PERIOD", value_name = "SECONDS")]
+    pub grace_period: Option<String>,
+    /// Expires requested in REGISTER when the browser does not ask for one [default: 3600]
+    #[arg(long, env = "GATEWAY_REGISTER_EXPIRES", value_name = "SECONDS")]
+    pub register_expires: Option<String>,
+    /// Seconds between attempts to re-register after a failed refresh [default: 30]
+    #[arg(long, env = "GATEWAY_REGISTER_RETRY", value_name = "SECONDS")]
+    pub register_retry: Option<String>,
+    /// Seconds between SIP OPTIONS probes of the upstream [default: 30]
+    #[arg(long, env = "GATEWAY_OPTIONS_INTERVAL", value_name = "SECONDS")]
+    pub options_interval: Option<String>,
+    /// Seconds between WebSocket pings to browsers; two missed intervals drop the socket [default: 20]
+    #[arg(long, env = "GATEWAY_WS_PING_INTERVAL", value_name = "SECONDS")]
+    pub ws_ping_interval: Option<String>,
+    /// Comma-separated page origins allowed to open the WebSocket [default: any]
+    #[arg(long, env = "GATEWAY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    pub allowed_origins: Option<String>,
+}
+
+/// How SIP reaches the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipTransport {
+    /// Datagrams, with the RFC 3261 retransmission timers.
+    Udp,
+    /// One stream connection, reused for every request.
+    Tcp,
+}
+
+impl SipTransport {
+    /// The lowercase name used in URIs and in the REST status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+        }
+    }
+}
+
+/// The resolved, validated configuration the gateway runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Browser WebSocket listen address.
+    pub ws_listen: SocketAddr,
+    /// REST listen address.
+    pub api_listen: SocketAddr,
+    /// SIP listen address (UDP and TCP).
+    pub sip_listen: SocketAddr,
+    /// The upstream as configured, e.g. `sip:127.0.0.1:5060;transport=tcp`.
+    pub sip_upstream: String,
+    /// Upstream host (name or address) and port.
+    pub upstream_host: String,
+    /// Upstream port (5060 when the URI has none).
+    pub upstream_port: u16,
+    /// Transport toward the upstream.
+    pub upstream_transport: SipTransport,
+    /// Domain of the agents' AORs.
+    pub sip_domain: String,
+    /// Address advertised in Contact, Via, SDP and candidates.
+    pub public_ip: IpAddr,
+    /// RTP port range, inclusive.
+    pub rtp_ports: (u16, u16),
+    /// ICE servers for `hello`, already validated as a JSON list of objects.
+    pub ice_servers: serde_json::Value,
+    /// Bearer token for REST and WebSocket, if any.
+    pub api_token: Option<String>,
+    /// tracing filter.
+    pub log: String,
+    /// Grace period of a dropped browser session.
+    pub grace_period: Duration,
+    /// Expires asked for in REGISTER by default.
+    pub register_expires: u32,
+    /// Pause between re-registration attempts after a failure.
+    pub register_retry: Duration,
+    /// Interval of the upstream OPTIONS probe.
+    pub options_interval: Duration,
+    /// Interval of WebSocket pings.
+    pub ws_ping_interval: Duration,
+    /// Allowed page origins; empty means any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// A setting that could not be used; its `Display` is the one line printed at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("invalid --{flag} (env {env}, file key {key}): {value:?}: {reason}")]
+    Invalid {
+        /// Flag name without dashes.
+        flag: &'static str,
+        /// Environment variable.
+        env: &'static str,
+        /// TOML key.
+        key: &'static str,
+        /// The offending value (never a secret: secrets are not validated by content).
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TOML file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// Path given with --config.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Raw values after flags, environment and file are merged.
+type Raw = Option<String>;
+
+struct Setting {
+    flag: &'static str,
+    env: &'static str,
+    key: &'static str,
+}
+
+impl Setting {
+    const fn new(flag: &'static str, env: &'static str, key: &'static str) -> Self {
+        Setting { flag, env, key }
+    }
+
+    fn invalid(&self, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            flag: self.flag,
+            env: self.env,
+            key: self.key,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+const WS_LISTEN: Setting = Setting::new("ws-listen", "GATEWAY_WS_LISTEN", "ws_listen");
+const API_LISTEN: Setting = Setting::new("api-listen", "GATEWAY_API_LISTEN", "api_listen");
+const SIP_LISTEN: Setting = Setting::new("sip-listen", "GATEWAY_SIP_LISTEN", "sip_listen");
+const SIP_UPSTREAM: Setting = Setting::new("sip-upstream", "GATEWAY_SIP_UPSTREAM", "sip_upstream");
+const SIP_DOMAIN: Setting = Setting::new("sip-domain", "GATEWAY_SIP_DOMAIN", "sip_domain");
+const PUBLIC_IP: Setting = Setting::new("public-ip", "GATEWAY_PUBLIC_IP", "public_ip");
+const RTP_PORTS: Setting = Setting::new("rtp-ports", "GATEWAY_RTP_PORTS", "rtp_ports");
+const ICE_SERVERS: Setting = Setting::new("ice-servers", "GATEWAY_ICE_SERVERS", "ice_servers");
+const API_TOKEN: Setting = Setting::new("api-token", "GATEWAY_API_TOKEN", "api_token");
+const LOG: Setting = Setting::new("log", "RUST_LOG", "log");
+const GRACE: Setting = Setting::new("grace-period", "GATEWAY_GRACE_PERIOD", "grace_period");
+const REG_EXPIRES: Setting = Setting::new(
+    "register-expires",
+    "GATEWAY_REGISTER_EXPIRES",
+    "register_expires",
+);
+const REG_RETRY: Setting =
+    Setting::new("register-retry", "GATEWAY_REGISTER_RETRY", "register_retry");
+const OPTIONS_INTERVAL: Setting = Setting::new(
+    "options-interval",
+    "GATEWAY_OPTIONS_INTERVAL",
+    "options_interval",
+);
+const WS_PING: Setting = Setting::new(
+    "ws-ping-interval",
+    "GATEWAY_WS_PING_INTERVAL",
+    "ws_ping_interval",
+);
+const ORIGINS: Setting = Setting::new(
+    "allowed-origins",
+    "GATEWAY_ALLOWED_ORIGINS",
+    "allowed_origins",
+);
+
+const FILE_KEYS: &[&Setting] = &[
+    &WS_LISTEN,
+    &API_LISTEN,
+    &SIP_LISTEN,
+    &SIP_UPSTREAM,
+    &SIP_DOMAIN,
+    &PUBLIC_IP,
+    &RTP_PORTS,
+    &ICE_SERVERS,
+    &API_TOKEN,
+    &LOG,
+    &GRACE,
+    &REG_EXPIRES,
+    &REG_RETRY,
+    &OPTIONS_INTERVAL,
+    &WS_PING,
+    &ORIGINS,
+];
+
+impl Config {
+    /// Merges flags/environment (already in `cli`) with the file, then defaults, and validates.
+    pub fn resolve(mut cli: Cli) -> Result<Config, ConfigError> {
+        if let Some(path) = cli.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            apply_file(&mut cli, &text).map_err(|reason| ConfigError::File {
+                path: path.display().to_string(),
+                reason,
+            })?;
+        }
+        Self::from_raw(cli)
+    }
+
+    fn from_raw(cli: Cli) -> Result<Config, ConfigError> {
+        let ws_listen = socket_addr(&WS_LISTEN, cli.ws_listen, "0.0.0.0:8081")?;
+        let api_listen = socket_addr(&API_LISTEN, cli.api_listen, "0.0.0.0:8082")?;
+        let sip_listen = socket_addr(&SIP_LISTEN, cli.sip_listen, "0.0.0.0:5070")?;
+
+        let upstream_raw = cli
+            .sip_upstream
+            .unwrap_or_else(|| "sip:127.0.0.1:5060".to_string());
+        let (upstream_host, upstream_port, upstream_transport) =
+            parse_upstream(&upstream_raw).map_err(|r| SIP_UPSTREAM.invalid(&upstream_raw, r))?;
+
+        let sip_domain = match cli.sip_domain {
+            Some(d) if d.trim().is_empty() => return Err(SIP_DOMAIN.invalid(&d, "is empty")),
+            Some(d) if d.contains(|c: char| c.is_whitespace() || "<>@;\"".contains(c)) => {
+                return Err(SIP_DOMAIN.invalid(&d, "is not a SIP host name"))
+            }
+            Some(d) => d,
+            None => upstream_host.clone(),
+        };
+
+        let public_ip = match cli.public_ip {
+            Some(raw) => {
+                let ip: IpAddr = raw
+                    .parse()
+                    .map_err(|_| PUBLIC_IP.invalid(&raw, "is not an IP address"))?;
+                if ip.is_unspecified() {
+                    return Err(PUBLIC_IP.invalid(&raw, "must be a reachable address"));
+                }
+                ip
+            }
+            None => default_public_ip(sip_listen.ip(), &upstream_host, upstream_port),
+        };
+
+        let rtp_raw = cli.rtp_ports.unwrap_or_else(|| "20000-29999".to_string());
+        let rtp_ports = parse_port_range(&rtp_raw).map_err(|r| RTP_PORTS.invalid(&rtp_raw, r))?;
+
+        let ice_raw = cli.ice_servers.unwrap_or_else(|| "[]".to_string());
+        let ice_servers = parse_ice_servers(&ice_raw).map_err(|r| ICE_SERVERS.invalid("…", r))?;
+
+        let api_token = match cli.api_token {
+            Some(t) if t.is_empty() => return Err(API_TOKEN.invalid("", "is empty")),
+            other => other,
+        };
+
+        let log = cli.log.unwrap_or_else(|| "info".to_string());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(LOG.invalid(&log, e.to_string()));
+        }
+
+        let grace_period = seconds(&GRACE, cli.grace_period, 30, 0, 86_400)?;
+        let register_expires = integer(&REG_EXPIRES, cli.register_expires, 3600, 1, 86_400)?;
+        let register_retry = seconds(&REG_RETRY, cli.register_retry, 30, 1, 3600)?;
+        let options_interval = seconds(&OPTIONS_INTERVAL, cli.options_interval, 30, 1, 3600)?;
+        let ws_ping_interval = seconds(&WS_PING, cli.ws_ping_interval, 20, 1, 3600)?;
+
+        let allowed_origins = cli
+            .allowed_origins
+            .map(|s| {
+                s.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        Ok(Config {
+            ws_listen,
+            api_listen,
+            sip_listen,
+            sip_upstream: upstream_raw,
+            upstream_host,
+            upstream_port,
+            upstream_transport,
+            sip_domain,
+            public_ip,
+            rtp_ports,
+            ice_servers,
+            api_token,
+            log,
+            grace_period,
+            register_expires: register_expires as u32,
+            register_retry,
+            options_interval,
+            ws_ping_interval,
+            allowed_origins,
+        })
+    }
+
+    /// The address other SIP parties should use to reach us (Contact, Via).
+    pub fn sip_public_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.public_ip, self.sip_listen.port())
+    }
+}
+
+/// Fills every setting still unset with the file's value. Unknown keys are errors: a typo in
+/// a production config must not silently fall back to a default.
+fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        e.message().to_string()
+            + &e.span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default()
+    })?;
+    for (key, value) in table {
+        let Some(setting) = FILE_KEYS.iter().find(|s| s.key == key) else {
+            return Err(format!("unknown key {key:?}"));
+        };
+        let raw = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Array(_) | toml::Value::Table(_) if setting.key == ICE_SERVERS.key => {
+                serde_json::to_string(&value).map_err(|e| format!("{key}: {e}"))?
+            }
+            toml::Value::Array(items) if setting.key == ORIGINS.key => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or(()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| format!("{key}: expected a list of strings"))?
+                .join(","),
+            other => return Err(format!("{key}: unexpected {}", other.type_str())),
+        };
+        let slot = match setting.key {
+            "ws_listen" => &mut cli.ws_listen,
+            "api_listen" => &mut cli.api_listen,
+            "sip_listen" => &mut cli.sip_listen,
+            "sip_upstream" => &mut cli.sip_upstream,
+            "sip_domain" => &mut cli.sip_domain,
+            "public_ip" => &mut cli.public_ip,
+            "rtp_ports" => &mut cli.rtp_ports,
+            "ice_servers" => &mut cli.ice_servers,
+            "api_token" => &mut cli.api_token,
+            "log" => &mut cli.log,
+            "grace_period" => &mut cli.grace_period,
+            "register_expires" => &mut cli.register_expires,
+            "register_retry" => &mut cli.register_retry,
+            "options_interval" => &mut cli.options_interval,
+            "ws_ping_interval" => &mut cli.ws_ping_interval,
+            _ => &mut cli.allowed_origins,
+        };
+        if slot.is_none() {
+            *slot = Some(raw);
+        }
+    }
+    Ok(())
+}
+
+fn socket_addr(s: &Setting, raw: Raw, default: &str) -> Result<SocketAddr, ConfigError> {
+    let raw = raw.unwrap_or_else(|| default.to_string());
+    raw.parse()
+        .map_err(|_| s.invalid(&raw, "expected IP:PORT, e.g. 0.0.0.0:8081"))
+}
+
+fn integer(s: &Setting, raw: Raw, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    let v: u64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| s.invalid(&raw, "expected a whole number"))?;
+    if v < min || v > max {
+        return Err(s.invalid(&raw, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+fn seconds(
+    s: &Setting,
+    raw: Raw,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    integer(s, raw, default, min, max).map(Duration::from_secs)
+}
+
+fn parse_upstream(raw: &str) -> Result<(String, u16, SipTransport), String> {
+    let uri = Uri::try_from(raw).map_err(|e| format!("not a SIP URI ({e})"))?;
+    if !matches!(uri.scheme, Some(rsipstack::sip::Scheme::Sip)) {
+        return Err("only sip: URIs are supported (sips: needs TLS, not built yet)".into());
+    }
+    let host = uri.host_with_port.host.to_string();
+    let port = uri
+        .host_with_port
+        .port
+        .as_ref()
+        .map(|p| p.value())
+        .unwrap_or(5060);
+    let transport = match uri.transport() {
+        None | Some(rsipstack::sip::Transport::Udp) => SipTransport::Udp,
+        Some(rsipstack::sip::Transport::Tcp) => SipTransport::Tcp,
+        Some(other) => return Err(format!("transport {other} is not supported (udp or tcp)")),
+    };
+    Ok((host, port, transport))
+}
+
+fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = raw
+        .split_once('-')
+        .ok_or("expected LOW-HIGH, e.g. 20000-29999")?;
+    let lo: u16 = lo.trim().parse().map_err(|_| "LOW is not a port number")?;
+    let hi: u16 = hi.trim().parse().map_err(|_| "HIGH is not a port number")?;
+    if lo == 0 || lo > hi {
+        return Err("LOW must be at least 1 and not above HIGH".into());
+    }
+    if hi - lo < 1 {
+        return Err("the range must hold at least two ports (RTP and RTCP)".into());
+    }
+    Ok((lo, hi))
+}
+
+/// Validates the list browsers will hand to `RTCPeerConnection`, so a typo fails at start-up
+/// rather than in every agent's browser.
+fn parse_ice_servers(raw: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let list = value.as_array().ok_or("expected a JSON list")?;
+    for (i, server) in list.iter().enumerate() {
+        let urls = server
+            .get("urls")
+            .ok_or_else(|| format!("entry {i} has no \"urls\""))?;
+        let ok = match urls {
+            serde_json::Value::String(u) => valid_ice_url(u),
+            serde_json::Value::Array(us) => {
+                !us.is_empty() && us.iter().all(|u| u.as_str().is_some_and(valid_ice_url))
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "entry {i}: \"urls\" must be stun:/turn:/turns: URLs"
+            ));
+        }
+    }
+    Ok(value)
+}
+
+fn valid_ice_url(u: &str) -> bool {
+    ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .any(|p| u.starts_with(p) && u.len() > p.len())
+}
+
+/// With a wildcard listen address, the address that routes to the upstream is the one a peer
+/// can reach us at; connecting a UDP socket only asks the kernel for a route, it sends nothing.
+fn default_public_ip(listen: IpAddr, upstream_host: &str, upstream_port: u16) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let routed = (|| {
+        let target: IpAddr = upstream_host.parse().ok()?;
+        let bind = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let sock = UdpSocket::bind(bind).ok()?;
+        sock.connect((target, upstream_port)).ok()?;
+        Some(sock.local_addr().ok()?.ip())
+    })();
+    routed.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(cli: Cli) -> Result<Config, String> {
+        Config::from_raw(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_run_contract() {
+        let c = resolve(Cli::default()).expect("defaults are valid");
+        assert_eq!(c.ws_listen.to_string(), "0.0.0.0:8081");
+        assert_eq!(c.api_listen.to_string(), "0.0.0.0:8082");
+        assert_eq!(c.sip_listen.to_string(), "0.0.0.0:5070");
+        assert_eq!(c.upstream_host, "127.0.0.1");
+        assert_eq!(c.upstream_port, 5060);
+        assert_eq!(c.upstream_transport, SipTransport::Udp);
+        assert_eq!(c.sip_domain, "127.0.0.1");
+        assert_eq!(c.rtp_ports, (20000, 29999));
+        assert_eq!(c.ice_servers, serde_json::json!([]));
+        assert_eq!(c.public_ip.to_string(), "127.0.0.1");
+        assert_eq!(c.grace_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn wrong_values_name_the_setting() {
+        let e = resolve(Cli {
+            ws_listen: Some("nonsense".into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("--ws-listen") && e.contains("GATEWAY_WS_LISTEN"),
+            "{e}"
+        );
+        let e = resolve(Cli {
+            rtp_ports: Some("3000-2000".into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--rtp-ports"), "{e}");
+        let e = resolve(Cli {
+            sip_upstream: Some("http://x".into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--sip-upstream"), "{e}");
+        let e = resolve(Cli {
+            ice_servers: Some(r#"[{"urls":"http://x"}]"#.into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--ice-servers"), "{e}");
+        let e = resolve(Cli {
+            grace_period: Some("-1".into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--grace-period"), "{e}");
+    }
+
+    #[test]
+    fn tcp_upstream_and_domain() {
+        let c = resolve(Cli {
+            sip_upstream: Some("sip:10.1.2.3:5080;transport=tcp".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        assert_eq!(c.upstream_transport, SipTransport::Tcp);
+        assert_eq!(c.upstream_port, 5080);
+        assert_eq!(c.sip_domain, "10.1.2.3");
+    }
+
+    #[test]
+    fn file_fills_only_what_flags_left_unset() {
+        let mut cli = Cli {
+            ws_listen: Some("127.0.0.1:1".into()),
+            ..Cli::default()
+        };
+        apply_file(
+            &mut cli,
+            "ws_listen = \"127.0.0.1:2\"\napi_listen = \"127.0.0.1:3\"\ngrace_period = 5\n\
+             ice_servers = [{ urls = [\"stun:stun.example.org\"] }]\n",
+        )
+        .expect("valid file");
+        let c = resolve(cli).expect("valid");
+        assert_eq!(c.ws_listen.port(), 1);
+        assert_eq!(c.api_listen.port(), 3);
+        assert_eq!(c.grace_period, Duration::from_secs(5));
+        assert_eq!(c.ice_servers[0]["urls"][0], "stun:stun.example.org");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let mut cli = Cli::default();
+        let e = apply_file(&mut cli, "ws_lisen = \"x\"").unwrap_err();
+        assert!(e.contains("ws_lisen"), "{e}");
+        assert!(apply_file(&mut cli, "not toml [").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! A media-terminating SIP B2BUA for browser agents. See DESIGN.md and the README.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod sip;
+pub mod state;
+pub mod ws;

@@ -1,0 +1,142 @@
+//! `gateway`: read the configuration, start the servers, shut down cleanly on SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use gateway::app::App;
+use gateway::config::{Cli, Config};
+use gateway::sip::{keepalive, ua};
+use gateway::state::Shared;
+use gateway::{api, ws};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+/// SIGTERM must end the process within 5 s (DESIGN.md run contract); unregistering gets
+/// most of that.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+
+fn main() -> ExitCode {
+    let cfg = match Config::resolve(Cli::parse()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Arc::new(cfg))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// rsipstack logs every datagram at info level; keep it at warn unless asked for.
+fn init_logging(filter: &str) {
+    let filter = if filter.contains("rsipstack") {
+        filter.to_string()
+    } else {
+        format!("{filter},rsipstack=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+async fn run(cfg: Arc<Config>) -> Result<(), String> {
+    let ws_listener = bind(cfg.ws_listen, "WebSocket (--ws-listen)").await?;
+    let api_listener = bind(cfg.api_listen, "REST (--api-listen)").await?;
+    let (sip, incoming) = ua::SipUa::start(cfg.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let shared = Arc::new(Shared::default());
+    let shutdown = CancellationToken::new();
+    let (recovered_tx, recovered) = watch::channel(0u64);
+    tokio::spawn(keepalive::run(
+        sip.clone(),
+        shared.clone(),
+        cfg.options_interval,
+        recovered_tx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(ua::serve_incoming(incoming));
+
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        shared,
+        ua: sip.clone(),
+        recovered,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    });
+
+    let ws_server = axum::serve(ws_listener, ws::router(app.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api_server = axum::serve(api_listener, api::router(app.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let servers = tokio::spawn(async move {
+        let (a, b) = tokio::join!(ws_server, api_server);
+        a.and(b)
+    });
+    info!(ws = %cfg.ws_listen, api = %cfg.api_listen, sip = %cfg.sip_listen, "gateway ready");
+
+    wait_for_signal().await;
+    info!("shutting down: unregistering every DN");
+    shutdown.cancel();
+    app.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_BUDGET, app.tasks.wait())
+        .await
+        .is_err()
+    {
+        error!("sessions did not finish within the shutdown budget");
+    }
+    sip.shutdown();
+    // Open WebSockets are upgraded connections the HTTP server no longer tracks; give the
+    // listeners a moment to close, no more.
+    let _ = tokio::time::timeout(Duration::from_millis(200), servers).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,9 @@
+//! The SIP user agent: transports and transactions (rsipstack), digest authentication,
+//! registrations, the upstream probe, and the answers to requests from the network.
+
+pub mod digest;
+pub mod keepalive;
+pub mod registrar;
+pub mod registration;
+pub mod sanity;
+pub mod ua;

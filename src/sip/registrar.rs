@@ -1,0 +1,289 @@
+//! The tokio driver of one DN's [`Registration`]: builds and sends the REGISTERs it asks for,
+//! feeds back responses, time-outs and upstream recoveries, keeps the shared registry in step
+//! and reports to the owning browser session.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::sip::{Header, Method};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{info, warn, Instrument};
+
+use super::digest;
+use super::registration::{Action, AuthToSend, Registration, Reply};
+use super::ua::{self, SipError, SipUa};
+use crate::state::{RegState, Shared};
+
+/// How long the gateway waits for a final answer to one REGISTER before it treats the
+/// registrar as not answering (the transaction's own Timer F is 32 s; a browser waits less).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A password that never shows up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password.
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What the registration tells its session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegEvent {
+    /// Granted (first time or again after an outage), for `expires` seconds.
+    Registered {
+        /// Granted expiry.
+        expires: u32,
+    },
+    /// The first REGISTER failed; the registration is over.
+    Rejected {
+        /// SIP status (408 for no answer).
+        status: u16,
+        /// Credentials refused.
+        auth: bool,
+    },
+    /// A refresh failed; retrying by itself.
+    Lost {
+        /// SIP status (408 for no answer).
+        status: u16,
+    },
+    /// Unregistered; the registration is over.
+    Unregistered,
+}
+
+/// Everything a registration needs to start.
+pub struct RegistrationParams {
+    /// The extension.
+    pub dn: String,
+    /// Its SIP password.
+    pub password: Secret,
+    /// Owning session, for the registry.
+    pub session_id: String,
+    /// Expires to ask for.
+    pub expires: u32,
+    /// Pause between retries after a failure.
+    pub retry: Duration,
+}
+
+/// Control of a running registration. Dropping it unregisters.
+pub struct RegistrationHandle {
+    cmd: mpsc::UnboundedSender<oneshot::Sender<()>>,
+}
+
+impl RegistrationHandle {
+    /// Asks for Expires: 0; the returned receiver completes when the registration is over.
+    pub fn unregister(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        // A closed channel means the task already finished: the receiver then errors at
+        // once, which callers treat as done.
+        let _ = self.cmd.send(tx);
+        rx
+    }
+}
+
+/// Starts the registration task. Its events go to `events`.
+pub fn spawn(
+    ua: Arc<SipUa>,
+    shared: Arc<Shared>,
+    params: RegistrationParams,
+    recovered: watch::Receiver<u64>,
+    events: mpsc::UnboundedSender<RegEvent>,
+) -> RegistrationHandle {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("registration", dn = %params.dn, session = %params.session_id);
+    tokio::spawn(run(ua, shared, params, recovered, events, cmd_rx).instrument(span));
+    RegistrationHandle { cmd: cmd_tx }
+}
+
+struct Dialog {
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+}
+
+type Inflight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<rsipstack::sip::Response, SipError>> + Send>,
+>;
+
+async fn run(
+    ua: Arc<SipUa>,
+    shared: Arc<Shared>,
+    params: RegistrationParams,
+    mut recovered: watch::Receiver<u64>,
+    events: mpsc::UnboundedSender<RegEvent>,
+    mut cmd_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
+    let mut machine = Registration::new(params.expires, params.retry);
+    // RFC 3261 §10.2.4: one Call-ID for all REGISTERs of a binding, CSeq increasing.
+    let mut dialog = Dialog {
+        call_id: ua.new_call_id(),
+        from_tag: ua.new_tag(),
+        cseq: 0,
+    };
+    let contact = ua.contact_uri(&params.dn);
+    let mut inflight: Option<Inflight> = None;
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut cmd_open = true;
+    recovered.mark_unchanged();
+
+    let mut actions = machine.start();
+    loop {
+        for action in actions.drain(..) {
+            match action {
+                Action::Send { expires, auth } => {
+                    match register_request(&ua, &params, &mut dialog, &contact, expires, auth) {
+                        Ok(req) => {
+                            let ua = ua.clone();
+                            inflight =
+                                Some(Box::pin(
+                                    async move { ua.send(req, REQUEST_DEADLINE).await },
+                                ));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot build REGISTER");
+                            inflight = Some(Box::pin(async move { Err(e) }));
+                        }
+                    }
+                }
+                Action::Registered { expires } => {
+                    info!(expires, "registered");
+                    shared.registry.set_registered(
+                        &params.dn,
+                        &contact,
+                        Duration::from_secs(u64::from(expires)),
+                    );
+                    let _ = events.send(RegEvent::Registered { expires });
+                }
+                Action::Rejected { status, auth } => {
+                    info!(status, auth, "registration rejected");
+                    let _ = events.send(RegEvent::Rejected { status, auth });
+                }
+                Action::Lost { status } => {
+                    warn!(status, retry_in = ?params.retry, "registration refresh failed; retrying");
+                    shared.registry.set_state(&params.dn, RegState::Failed);
+                    let _ = events.send(RegEvent::Lost { status });
+                }
+                Action::Unregistered => {
+                    info!("unregistered");
+                    shared
+                        .registry
+                        .set_state(&params.dn, RegState::Unregistered);
+                    let _ = events.send(RegEvent::Unregistered);
+                }
+            }
+        }
+        if machine.is_done() {
+            break;
+        }
+
+        let deadline = machine.deadline();
+        tokio::select! {
+            result = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                inflight = None;
+                let now = std::time::Instant::now();
+                actions = match result {
+                    Ok(resp) => machine.on_reply(&Reply {
+                        status: resp.status_code.code(),
+                        challenges: ua::challenges(&resp),
+                        granted: ua::granted_expires(&resp, &contact),
+                        min_expires: ua::min_expires(&resp),
+                    }, now),
+                    Err(e) => {
+                        info!(error = %e, "REGISTER got no final response");
+                        machine.on_timeout(now)
+                    }
+                };
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await, None => std::future::pending().await } } => {
+                actions = machine.on_timer(std::time::Instant::now());
+            }
+            cmd = cmd_rx.recv(), if cmd_open => {
+                match cmd {
+                    Some(waiter) => waiters.push(waiter),
+                    // The handle is gone: nobody owns this DN any more.
+                    None => cmd_open = false,
+                }
+                actions = machine.unregister();
+            }
+            changed = recovered.changed() => {
+                actions = match changed {
+                    Ok(()) => {
+                        info!("upstream is back; registering again");
+                        machine.upstream_recovered()
+                    }
+                    Err(_) => Vec::new(),
+                };
+            }
+        }
+    }
+    shared.registry.release(&params.dn, &params.session_id);
+    for w in waiters {
+        let _ = w.send(());
+    }
+}
+
+fn register_request(
+    ua: &SipUa,
+    params: &RegistrationParams,
+    dialog: &mut Dialog,
+    contact: &str,
+    expires: u32,
+    auth: Option<AuthToSend>,
+) -> Result<rsipstack::sip::Request, SipError> {
+    dialog.cseq += 1;
+    let aor = ua.aor(&params.dn);
+    let request_uri = ua.registrar_uri();
+    let mut req = ua.build_request(
+        Method::Register,
+        &request_uri,
+        &aor,
+        &dialog.from_tag,
+        &aor,
+        &dialog.call_id,
+        dialog.cseq,
+    )?;
+    req.headers
+        .push(Header::Contact(format!("<{contact}>").into()));
+    req.headers.push(Header::Expires(expires.into()));
+    req.headers.push(Header::Allow(ua::ALLOW.into()));
+    if let Some(auth) = auth {
+        let cnonce = format!("{:032x}", rand::random::<u128>());
+        let value = digest::authorization(
+            &auth.challenge,
+            &params.dn,
+            &params.password.0,
+            "REGISTER",
+            &request_uri,
+            auth.nc,
+            &cnonce,
+        );
+        req.headers.push(if auth.proxy {
+            Header::ProxyAuthorization(value.into())
+        } else {
+            Header::Authorization(value.into())
+        });
+    }
+    req.headers.push(Header::ContentLength(0u32.into()));
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

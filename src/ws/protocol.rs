@@ -1,0 +1,352 @@
+//! Browser protocol v1 (PROTOCOL.md): the envelope, request payloads and the frames the
+//! server sends. Parsing is serde's; this module only decides which error a bad frame earns.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Largest text frame accepted (PROTOCOL.md "Transport").
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Longest request `id`.
+pub const MAX_ID: usize = 64;
+
+/// Error codes of PROTOCOL.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ErrorCode {
+    BadJson,
+    BadRequest,
+    TooLarge,
+    Unauthorized,
+    NotRegistered,
+    AlreadyRegistered,
+    AuthFailed,
+    NoSuchCall,
+    InvalidState,
+    Busy,
+    Timeout,
+    UpstreamUnavailable,
+    RateLimited,
+    MediaFailed,
+    Internal,
+}
+
+/// `register` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterPayload {
+    /// The extension.
+    pub dn: String,
+    /// Its SIP password.
+    pub password: String,
+    /// Shown to WWE.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Expires to ask the registrar for.
+    #[serde(default)]
+    pub expires: Option<u32>,
+}
+
+/// A request, parsed.
+#[derive(Debug)]
+pub enum Request {
+    /// `register`.
+    Register(RegisterPayload),
+    /// `unregister`.
+    Unregister,
+    /// `ping`.
+    Ping,
+    /// A v1 request type this server does not carry out yet.
+    NotYet(String),
+}
+
+/// Types PROTOCOL.md defines that later parts of the server will carry out.
+const LATER: &[&str] = &[
+    "call",
+    "answer",
+    "reject",
+    "hangup",
+    "dtmf",
+    "iceCandidate",
+    "hold",
+    "unhold",
+    "transfer",
+    "resume",
+];
+
+/// A frame that is not a usable request, and what to answer.
+#[derive(Debug, PartialEq)]
+pub struct Rejection {
+    /// `id` to echo, when the frame had a valid one.
+    pub id: Option<String>,
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable message naming the field.
+    pub message: String,
+}
+
+fn bad(id: Option<&str>, message: impl Into<String>) -> Rejection {
+    Rejection {
+        id: id.map(str::to_string),
+        code: ErrorCode::BadRequest,
+        message: message.into(),
+    }
+}
+
+/// Parses one text frame into `(id, request)`.
+pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Rejection {
+        id: None,
+        code: ErrorCode::BadJson,
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(bad(None, "a message must be a JSON object"));
+    };
+    let id = match obj.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID => id,
+        Some(Value::String(_)) => {
+            return Err(bad(
+                None,
+                format!("field `id` must be 1 to {MAX_ID} characters"),
+            ))
+        }
+        Some(_) => return Err(bad(None, "field `id` must be a string")),
+        None => {
+            let what = match obj.get("type").and_then(Value::as_str) {
+                Some(t) => format!("missing field `id` (required on request `{t}`)"),
+                None => "missing field `id`".to_string(),
+            };
+            return Err(bad(None, what));
+        }
+    };
+    let kind = match obj.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(bad(Some(&id), "field `type` must be a string")),
+        None => return Err(bad(Some(&id), "missing field `type`")),
+    };
+    let payload = match obj.remove("payload") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => return Err(bad(Some(&id), "field `payload` must be an object")),
+    };
+    let request = match kind.as_str() {
+        "register" => {
+            let p: RegisterPayload =
+                serde_path_to_error::deserialize(payload).map_err(|e| payload_error(&id, &e))?;
+            validate_register(&p).map_err(|m| bad(Some(&id), m))?;
+            Request::Register(p)
+        }
+        "unregister" => Request::Unregister,
+        "ping" => Request::Ping,
+        other if LATER.contains(&other) => Request::NotYet(other.to_string()),
+        other => {
+            return Err(bad(
+                Some(&id),
+                format!("unknown type {other:?} in field `type`"),
+            ))
+        }
+    };
+    Ok((id, request))
+}
+
+fn payload_error(id: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> Rejection {
+    let path = e.path().to_string();
+    let message = if path == "." {
+        format!("payload: {}", e.inner())
+    } else {
+        format!("payload.{path}: {}", e.inner())
+    };
+    bad(Some(id), message)
+}
+
+/// A DN is the user part of a SIP URI: keep it to characters that need no escaping.
+fn validate_register(p: &RegisterPayload) -> Result<(), String> {
+    let dn_ok = !p.dn.is_empty()
+        && p.dn.len() <= 32
+        && p.dn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c));
+    if !dn_ok {
+        return Err("payload.dn: must be 1 to 32 characters of 0-9 A-Z a-z + - . _".into());
+    }
+    if p.password.is_empty() || p.password.len() > 256 {
+        return Err("payload.password: must be 1 to 256 characters".into());
+    }
+    if p.password.chars().any(char::is_control) {
+        return Err("payload.password: must not contain control characters".into());
+    }
+    if let Some(e) = p.expires {
+        if !(1..=86_400).contains(&e) {
+            return Err("payload.expires: must be between 1 and 86400 seconds".into());
+        }
+    }
+    if let Some(d) = &p.display_name {
+        if d.len() > 128 || d.chars().any(char::is_control) {
+            return Err("payload.displayName: must be up to 128 printable characters".into());
+        }
+    }
+    Ok(())
+}
+
+/// A frame the server sends: `{"type", "id"?, "payload"}`.
+pub fn frame(kind: &str, id: Option<&str>, payload: impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a, P> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        payload: P,
+    }
+    serde_json::to_string(&Envelope { kind, id, payload }).unwrap_or_else(|_| {
+        r#"{"type":"error","payload":{"code":"internal","message":"encoding failed"}}"#.to_string()
+    })
+}
+
+/// `error` payload.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorPayload<'a> {
+    /// Code.
+    pub code: ErrorCode,
+    /// Message.
+    pub message: &'a str,
+    /// SIP status that caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_status: Option<u16>,
+}
+
+/// An `error` frame.
+pub fn error(id: Option<&str>, code: ErrorCode, message: &str, sip_status: Option<u16>) -> String {
+    frame(
+        "error",
+        id,
+        ErrorPayload {
+            code,
+            message,
+            sip_status,
+        },
+    )
+}
+
+/// `hello` payload.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello<'a> {
+    /// Session id.
+    pub session_id: &'a str,
+    /// Secret for `resume`.
+    pub resume_token: &'a str,
+    /// Protocol version.
+    pub version: u32,
+    /// For `RTCPeerConnection`.
+    pub ice_servers: &'a Value,
+}
+
+/// `registrationState` payload.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationState<'a> {
+    /// The DN.
+    pub dn: &'a str,
+    /// `registered` | `unregistered` | `failed`.
+    pub state: &'a str,
+    /// Why, for `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// SIP status, for `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_status: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(text: &str) -> Rejection {
+        match parse(text) {
+            Err(r) => r,
+            Ok(ok) => panic!("accepted {text}: {ok:?}"),
+        }
+    }
+
+    #[test]
+    fn register_parses() {
+        let (id, r) = parse(
+            r#"{"type":"register","id":"m1","payload":{"dn":"5001","password":"p","expires":60,"extra":1}}"#,
+        )
+        .expect("valid");
+        assert_eq!(id, "m1");
+        match r {
+            Request::Register(p) => {
+                assert_eq!(p.dn, "5001");
+                assert_eq!(p.expires, Some(60));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let r = rejected("{nope");
+        assert_eq!((r.code, r.id), (ErrorCode::BadJson, None));
+
+        let r = rejected(r#"{"type":"register","id":"m2","payload":{"password":"p"}}"#);
+        assert_eq!(r.code, ErrorCode::BadRequest);
+        assert_eq!(r.id.as_deref(), Some("m2"));
+        assert!(r.message.contains("dn"), "{}", r.message);
+
+        let r = rejected(r#"{"type":"register","id":"m3","payload":{"dn":5001,"password":"p"}}"#);
+        assert!(r.message.contains("payload.dn"), "{}", r.message);
+
+        let r = rejected(r#"{"type":"fly","id":"m4"}"#);
+        assert!(
+            r.message.contains("type") && r.message.contains("fly"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.id.as_deref(), Some("m4"));
+
+        let r = rejected(r#"{"type":"ping"}"#);
+        assert!(r.message.contains("`id`"), "{}", r.message);
+
+        let r = rejected(r#"{"type":"ping","id":7}"#);
+        assert!(r.message.contains("`id`"), "{}", r.message);
+
+        let r = rejected(&format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65)));
+        assert!(r.message.contains("`id`"), "{}", r.message);
+
+        let r = rejected("[1,2]");
+        assert_eq!(r.code, ErrorCode::BadRequest);
+
+        let r =
+            rejected(r#"{"type":"register","id":"m5","payload":{"dn":"50 01","password":"p"}}"#);
+        assert!(r.message.contains("payload.dn"), "{}", r.message);
+
+        let r = rejected(r#"{"type":"register","id":"m6","payload":"x"}"#);
+        assert!(r.message.contains("payload"), "{}", r.message);
+    }
+
+    #[test]
+    fn later_types_are_recognised() {
+        assert!(matches!(
+            parse(r#"{"type":"call","id":"c"}"#),
+            Ok((_, Request::NotYet(t))) if t == "call"
+        ));
+    }
+
+    #[test]
+    fn frames_are_enveloped() {
+        let f = error(Some("m1"), ErrorCode::AuthFailed, "no", Some(403));
+        let v: Value = serde_json::from_str(&f).expect("json");
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["id"], "m1");
+        assert_eq!(v["payload"]["code"], "auth_failed");
+        assert_eq!(v["payload"]["sipStatus"], 403);
+        let f = error(None, ErrorCode::BadJson, "x", None);
+        let v: Value = serde_json::from_str(&f).expect("json");
+        assert!(v.get("id").is_none());
+        assert!(v["payload"].get("sipStatus").is_none());
+    }
+}
