@@ -26,6 +26,8 @@ struct Registration {
     pending_register: Option<String>,
     /// `unregister` requests waiting for the registration to end.
     pending_unregister: Vec<String>,
+    /// The state last told to the browser: events go out on changes only, not on refreshes.
+    told: Option<&'static str>,
 }
 
 struct Session {
@@ -272,6 +274,7 @@ impl Session {
             handle,
             pending_register: Some(id),
             pending_unregister: Vec::new(),
+            told: None,
         });
         Vec::new()
     }
@@ -321,7 +324,9 @@ impl Session {
                         json!({ "dn": dn, "expires": expires }),
                     ));
                 }
-                out.push(state("registered", None, None));
+                if reg.told.replace("registered") != Some("registered") {
+                    out.push(state("registered", None, None));
+                }
                 out
             }
             RegEvent::Rejected { status, auth } => {
@@ -356,6 +361,9 @@ impl Session {
                 } else {
                     "refresh refused; retrying"
                 };
+                if reg.told.replace("failed") == Some("failed") {
+                    return Vec::new();
+                }
                 vec![state("failed", Some(reason), sip)]
             }
             RegEvent::Unregistered => {

@@ -432,7 +432,8 @@ fn make_temp_dir() -> PathBuf {
 /// kernel's ephemeral range, so that nobody else's bind(0)/connect() can be
 /// handed the same port between our probe and kamailio's bind (and during
 /// restart()). Falls back to bind(0) if the range is unusual.
-fn pick_port() -> u16 {
+/// A loopback port free for both UDP and TCP, outside the ephemeral range.
+pub fn pick_port() -> u16 {
     let eph_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {

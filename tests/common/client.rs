@@ -1,0 +1,137 @@
+//! A browser-protocol v1 client over a real WebSocket.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Default wait for one frame.
+pub const WAIT: Duration = Duration::from_secs(12);
+
+/// One connected browser session.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The server's `hello` payload.
+    pub hello: Value,
+    next_id: u32,
+    backlog: VecDeque<Value>,
+}
+
+impl Client {
+    /// Connects and reads `hello`.
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        let mut c = Client {
+            ws,
+            hello: Value::Null,
+            next_id: 0,
+            backlog: VecDeque::new(),
+        };
+        let hello = c.recv(WAIT).await.expect("hello frame");
+        assert_eq!(hello["type"], "hello", "first frame: {hello}");
+        c.hello = hello["payload"].clone();
+        c
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send text");
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.ws
+            .send(Message::binary(data.to_vec()))
+            .await
+            .expect("send binary");
+    }
+
+    /// Next JSON frame (from the backlog first), skipping control frames.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(v);
+        }
+        self.recv_wire(timeout).await
+    }
+
+    async fn recv_wire(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"))
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Sends a request and returns the reply with the same id (other frames are kept).
+    pub async fn request(&mut self, kind: &str, payload: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("req-{}", self.next_id);
+        let frame = json!({ "type": kind, "id": id, "payload": payload });
+        self.send_text(&frame.to_string()).await;
+        self.reply_to(&id).await
+    }
+
+    /// Waits for the reply carrying `id`.
+    pub async fn reply_to(&mut self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self
+                .recv_wire(left)
+                .await
+                .unwrap_or_else(|| panic!("no reply to {id}"));
+            if v["id"] == id {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Waits for the next frame of type `kind` (earlier frames of other types are dropped).
+    pub async fn event(&mut self, kind: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {kind} event within {timeout:?}"));
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// `register` and its `registrationState`, asserting success.
+    pub async fn register(&mut self, dn: &str, password: &str) -> Value {
+        let r = self
+            .request("register", json!({ "dn": dn, "password": password }))
+            .await;
+        assert_eq!(r["type"], "result", "register {dn}: {r}");
+        let ev = self.event("registrationState", WAIT).await;
+        assert_eq!(ev["payload"]["state"], "registered", "{ev}");
+        r
+    }
+
+    /// Closes the socket without unregistering.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
