@@ -24,4 +24,6 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Browser sessions, so shutdown can wait for their unregistrations.
     pub tasks: TaskTracker,
+    /// Sessions by id, for `resume`.
+    pub resumable: dashmap::DashMap<String, crate::ws::session::Resumable>,
 }

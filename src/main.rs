@@ -96,6 +96,7 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         recovered,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
+        resumable: Default::default(),
     });
 
     let ws_server = axum::serve(ws_listener, ws::router(app.clone()))

@@ -96,7 +96,7 @@ async fn wrong_password_is_auth_failed_and_leaves_nothing() {
     let gw = Gateway::start(&kam.uri(), &[]);
     let mut c = Client::connect(&gw.ws_url()).await;
     let r = c
-        .request("register", json!({"dn": "5001", "password": "wrong"}))
+        .request("register", json!({"dn": "5001", "password": "Wr0ng-Pa55"}))
         .await;
     assert_eq!(r["type"], "error", "{r}");
     assert_eq!(r["payload"]["code"], "auth_failed");
@@ -351,6 +351,21 @@ async fn bad_input_gets_errors_and_harms_nothing() {
     assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
     assert!(reply.contains("Allow:"), "{reply}");
 
+    // Garbage on a TCP connection to the SIP port.
+    {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(gw_sip).expect("tcp connect");
+        let _ = tcp.write_all(b"INVITE garbage\r\n\xff\xfe\r\n\r\nmore garbage\r\n\r\n");
+        let _ = tcp.write_all(&[0u8; 8192]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sock.send_to(ok.replace("good1", "good2").as_bytes(), gw_sip)
+        .expect("send");
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("200 to OPTIONS after TCP garbage");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+
     let p = other.request("ping", json!({})).await;
     assert_eq!(p["type"], "result");
     assert!(contact_points_at(&kam, "5001", &gw));
@@ -426,4 +441,69 @@ async fn api_token_guards_rest_and_websocket() {
     assert!(tokio_tungstenite::connect_async(gw.ws_url()).await.is_err());
     let c = Client::connect(&format!("{}?token=s3cret-token", gw.ws_url())).await;
     assert_eq!(c.hello["version"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_takes_the_session_and_its_registration_back() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &["--grace-period", "3"]);
+
+    let mut c1 = Client::connect(&gw.ws_url()).await;
+    c1.register("5001", "pass5001").await;
+    let session_id = c1.hello["sessionId"].clone();
+    let token = c1.hello["resumeToken"].clone();
+    c1.close().await;
+
+    let mut c2 = Client::connect(&gw.ws_url()).await;
+    let r = c2
+        .request(
+            "resume",
+            json!({"sessionId": session_id, "resumeToken": "nope"}),
+        )
+        .await;
+    assert_eq!(r["payload"]["code"], "unauthorized", "{r}");
+    let r = c2
+        .request(
+            "resume",
+            json!({"sessionId": "unknown", "resumeToken": token}),
+        )
+        .await;
+    assert_eq!(r["payload"]["code"], "invalid_state", "{r}");
+    let r = c2.request("resume", json!({"sessionId": session_id})).await;
+    assert_eq!(r["payload"]["code"], "bad_request", "{r}");
+    let r = c2
+        .request(
+            "resume",
+            json!({"sessionId": session_id, "resumeToken": token}),
+        )
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    assert_eq!(r["payload"]["dn"], "5001");
+    assert_eq!(r["payload"]["calls"], json!([]));
+
+    // Past the grace period the registration is still there and still this session's.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(contact_points_at(&kam, "5001", &gw), "{}", kam.ul_dump());
+    let (_, dn) = gw.get("/api/dn/5001").await;
+    assert_eq!(dn["state"], "registered");
+    assert_eq!(dn["sessionId"], session_id);
+    let r = c2.request("ping", json!({})).await;
+    assert_eq!(r["type"], "result");
+
+    // Resuming a session whose socket is still open takes it over; the old socket closes.
+    let mut c3 = Client::connect(&gw.ws_url()).await;
+    let r = c3
+        .request(
+            "resume",
+            json!({"sessionId": session_id, "resumeToken": token}),
+        )
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    assert!(
+        c2.recv(WAIT).await.is_none(),
+        "the replaced socket must close"
+    );
+    let r = c3.request("unregister", json!({})).await;
+    assert_eq!(r["type"], "result", "{r}");
+    assert!(kam.contacts("5001").is_empty(), "{}", kam.ul_dump());
 }

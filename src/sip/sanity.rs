@@ -77,6 +77,11 @@ pub fn bad_request(req: &Request, problem: &str) -> Option<Response> {
 #[async_trait]
 impl TransportEventInspector for Sanity {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
+        if let TransportEvent::Incoming(msg, _, from) = &event {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                debug!(src = %from, message = %msg, "SIP message in");
+            }
+        }
         if let TransportEvent::Incoming(SipMessage::Request(req), connection, from) = &event {
             if let Err(problem) = check_request(req) {
                 info!(src = %from, method = %req.method, problem, "rejecting malformed SIP request");

@@ -228,7 +228,9 @@ impl SipUa {
     /// for its final response.
     pub async fn send(&self, req: Request, deadline: Duration) -> Result<Response, SipError> {
         let key = TransactionKey::from_request(&req, TransactionRole::Client)?;
-        debug!(method = %req.method, call_id = ?req.call_id_header().map(|c| c.value().to_string()).ok(), "sending request");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            debug!(method = %req.method, message = %req, "SIP request out");
+        }
         let mut tx = Transaction::new_client(key, req, self.inner().clone(), None);
         tx.destination = Some(self.upstream.clone());
         let exchange = async {

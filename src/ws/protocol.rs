@@ -47,6 +47,16 @@ pub struct RegisterPayload {
     pub expires: Option<u32>,
 }
 
+/// `resume` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumePayload {
+    /// The session to take back.
+    pub session_id: String,
+    /// Its secret from `hello`.
+    pub resume_token: String,
+}
+
 /// A request, parsed.
 #[derive(Debug)]
 pub enum Request {
@@ -56,6 +66,8 @@ pub enum Request {
     Unregister,
     /// `ping`.
     Ping,
+    /// `resume`.
+    Resume(ResumePayload),
     /// A v1 request type this server does not carry out yet.
     NotYet(String),
 }
@@ -71,7 +83,6 @@ const LATER: &[&str] = &[
     "hold",
     "unhold",
     "transfer",
-    "resume",
 ];
 
 /// A frame that is not a usable request, and what to answer.
@@ -139,6 +150,9 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
         "unregister" => Request::Unregister,
         "ping" => Request::Ping,
+        "resume" => Request::Resume(
+            serde_path_to_error::deserialize(payload).map_err(|e| payload_error(&id, &e))?,
+        ),
         other if LATER.contains(&other) => Request::NotYet(other.to_string()),
         other => {
             return Err(bad(

@@ -30,11 +30,27 @@ struct Registration {
     told: Option<&'static str>,
 }
 
+/// A socket handed to an existing session by `resume`, with the request to answer.
+pub struct Attach {
+    socket: WebSocket,
+    request_id: String,
+}
+
+/// How a new connection finds a session to resume.
+pub struct Resumable {
+    token: String,
+    attach: mpsc::UnboundedSender<Attach>,
+}
+
 struct Session {
     app: Arc<App>,
     id: String,
     reg: Option<Registration>,
     reg_tx: mpsc::UnboundedSender<RegEvent>,
+    /// Set by a `resume` request: hand this socket to that session.
+    handover: Option<(mpsc::UnboundedSender<Attach>, String)>,
+    /// Frames produced while no socket was attached, sent after a resume.
+    undelivered: Vec<String>,
 }
 
 /// Why the socket loop ended.
@@ -43,6 +59,17 @@ enum End {
     Dropped,
     /// The gateway is shutting down.
     Shutdown,
+    /// This connection resumed another session; the socket goes there.
+    Handover(mpsc::UnboundedSender<Attach>, String),
+    /// Another connection resumed this session; continue on its socket.
+    Replaced(Box<Attach>),
+}
+
+async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> Result<(), ()> {
+    for f in frames {
+        socket.send(Message::Text(f.into())).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 fn random_hex() -> String {
@@ -55,20 +82,40 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
     let span = tracing::info_span!("session", session = %id, dn = tracing::field::Empty);
     app.shared.sessions.fetch_add(1, Ordering::Relaxed);
     let (reg_tx, reg_rx) = mpsc::unbounded_channel();
+    let (attach_tx, attach_rx) = mpsc::unbounded_channel();
+    let token = random_hex();
+    app.resumable.insert(
+        id.clone(),
+        Resumable {
+            token: token.clone(),
+            attach: attach_tx,
+        },
+    );
     let session = Session {
         app: app.clone(),
-        id,
+        id: id.clone(),
         reg: None,
         reg_tx,
+        handover: None,
+        undelivered: Vec::new(),
     };
-    session.serve(socket, reg_rx).instrument(span).await;
+    session
+        .serve(socket, token, reg_rx, attach_rx)
+        .instrument(span)
+        .await;
+    app.resumable.remove(&id);
     app.shared.sessions.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Session {
-    async fn serve(mut self, mut socket: WebSocket, mut reg_rx: mpsc::UnboundedReceiver<RegEvent>) {
+    async fn serve(
+        mut self,
+        mut socket: WebSocket,
+        resume_token: String,
+        mut reg_rx: mpsc::UnboundedReceiver<RegEvent>,
+        mut attach_rx: mpsc::UnboundedReceiver<Attach>,
+    ) {
         info!("browser connected");
-        let resume_token = random_hex();
         let hello = protocol::frame(
             "hello",
             None,
@@ -79,21 +126,58 @@ impl Session {
                 ice_servers: &self.app.cfg.ice_servers,
             },
         );
-        let end = if socket.send(Message::Text(hello.into())).await.is_err() {
+        let mut end = if socket.send(Message::Text(hello.into())).await.is_err() {
             End::Dropped
         } else {
-            self.connected(&mut socket, &mut reg_rx).await
+            self.connected(&mut socket, &mut reg_rx, &mut attach_rx)
+                .await
         };
-        let _ = socket.send(Message::Close(None)).await;
-        drop(socket);
-
-        if self.reg.is_some() {
-            if let End::Dropped = end {
-                self.grace(&mut reg_rx).await;
-            }
-            self.finish(&mut reg_rx).await;
+        loop {
+            let attach = match end {
+                End::Handover(target, request_id) => {
+                    info!("connection resumes another session");
+                    let _ = target.send(Attach { socket, request_id });
+                    return;
+                }
+                End::Replaced(attach) => {
+                    info!("session resumed from a new connection; closing the old one");
+                    let _ = socket.send(Message::Close(None)).await;
+                    *attach
+                }
+                End::Dropped => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    match self.grace(&mut reg_rx, &mut attach_rx).await {
+                        Some(attach) => attach,
+                        None => break,
+                    }
+                }
+                End::Shutdown => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            };
+            socket = attach.socket;
+            let mut frames = vec![self.resume_result(&attach.request_id)];
+            frames.append(&mut self.undelivered);
+            end = match send_all(&mut socket, frames).await {
+                Ok(()) => {
+                    self.connected(&mut socket, &mut reg_rx, &mut attach_rx)
+                        .await
+                }
+                Err(()) => End::Dropped,
+            };
         }
+        drop(socket);
+        self.finish(&mut reg_rx).await;
         info!("session ended");
+    }
+
+    fn resume_result(&self, request_id: &str) -> String {
+        let mut payload = json!({ "calls": [] });
+        if let Some(reg) = &self.reg {
+            payload["dn"] = json!(reg.dn);
+        }
+        protocol::frame("result", Some(request_id), payload)
     }
 
     /// The socket loop: requests, registration events, pings.
@@ -101,6 +185,7 @@ impl Session {
         &mut self,
         socket: &mut WebSocket,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+        attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
     ) -> End {
         let ping_every = self.app.cfg.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -121,19 +206,20 @@ impl Session {
                         Message::Close(_) => return End::Dropped,
                         Message::Ping(_) | Message::Pong(_) => Vec::new(),
                     };
-                    for r in replies {
-                        if socket.send(Message::Text(r.into())).await.is_err() {
-                            return End::Dropped;
-                        }
+                    if let Some((target, id)) = self.handover.take() {
+                        return End::Handover(target, id);
+                    }
+                    if send_all(socket, replies).await.is_err() {
+                        return End::Dropped;
                     }
                 }
                 Some(ev) = reg_rx.recv() => {
-                    for r in self.on_reg_event(ev) {
-                        if socket.send(Message::Text(r.into())).await.is_err() {
-                            return End::Dropped;
-                        }
+                    let frames = self.on_reg_event(ev);
+                    if send_all(socket, frames).await.is_err() {
+                        return End::Dropped;
                     }
                 }
+                Some(attach) = attach_rx.recv() => return End::Replaced(Box::new(attach)),
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         info!("browser stopped answering pings");
@@ -148,22 +234,27 @@ impl Session {
         }
     }
 
-    /// Dropped socket: keep the registration for the grace period.
-    async fn grace(&mut self, reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>) {
+    /// Dropped socket: keep the session (and its registration) for the grace period, or
+    /// until a `resume` brings a new socket.
+    async fn grace(
+        &mut self,
+        reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+        attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
+    ) -> Option<Attach> {
         let grace = self.app.cfg.grace_period;
         info!(
             ?grace,
-            "browser gone; keeping its registration for the grace period"
+            "browser gone; keeping the session for the grace period"
         );
         let until = Instant::now() + grace;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return,
-                _ = self.app.shutdown.cancelled() => return,
-                ev = reg_rx.recv() => {
-                    let Some(ev) = ev else { return };
-                    self.on_reg_event(ev);
-                    if self.reg.is_none() { return }
+                _ = tokio::time::sleep_until(until) => return None,
+                _ = self.app.shutdown.cancelled() => return None,
+                Some(attach) = attach_rx.recv() => return Some(attach),
+                Some(ev) = reg_rx.recv() => {
+                    let mut frames = self.on_reg_event(ev);
+                    self.undelivered.append(&mut frames);
                 }
             }
         }
@@ -211,6 +302,7 @@ impl Session {
             )],
             Request::Register(p) => self.register(id, p),
             Request::Unregister => self.unregister(id),
+            Request::Resume(p) => self.resume(id, p),
             Request::NotYet(kind) => vec![protocol::error(
                 Some(&id),
                 ErrorCode::BadRequest,
@@ -276,6 +368,34 @@ impl Session {
             pending_unregister: Vec::new(),
             told: None,
         });
+        Vec::new()
+    }
+
+    fn resume(&mut self, id: String, p: protocol::ResumePayload) -> Vec<String> {
+        let refuse = |code, message: &str| vec![protocol::error(Some(&id), code, message, None)];
+        if p.session_id == self.id {
+            return refuse(
+                ErrorCode::InvalidState,
+                "this connection already is that session",
+            );
+        }
+        if self.reg.is_some() {
+            return refuse(
+                ErrorCode::InvalidState,
+                "this session has its own registration; resume from a new connection",
+            );
+        }
+        let target = match self.app.resumable.get(&p.session_id) {
+            Some(r) if crate::api::token_matches(&p.resume_token, &r.token) => r.attach.clone(),
+            Some(_) => return refuse(ErrorCode::Unauthorized, "wrong resumeToken"),
+            None => {
+                return refuse(
+                    ErrorCode::InvalidState,
+                    "no such session to resume (unknown, or its grace period is over)",
+                )
+            }
+        };
+        self.handover = Some((target, id));
         Vec::new()
     }
 
