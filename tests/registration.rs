@@ -186,18 +186,31 @@ async fn refresh_keeps_the_binding_across_several_periods() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn registrar_outage_is_seen_and_recovered_from() {
+async fn registrar_outage_is_seen_and_recovered_from_over_udp() {
+    outage_and_recovery("udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrar_outage_is_seen_and_recovered_from_over_tcp() {
+    outage_and_recovery("tcp").await;
+}
+
+async fn outage_and_recovery(transport: &str) {
     let mut kam = Kamailio::start(KamailioOptions::default());
+    let upstream = match transport {
+        "tcp" => format!("{};transport=tcp", kam.uri()),
+        _ => kam.uri(),
+    };
     let gw = Gateway::start(
-        &kam.uri(),
+        &upstream,
         &["--options-interval", "1", "--register-retry", "3"],
     );
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
     let (_, st) = gw.get("/api/genesys/status").await;
     assert_eq!(st["reachable"], true, "{st}");
-    assert_eq!(st["transport"], "udp");
-    assert_eq!(st["upstream"], kam.uri());
+    assert_eq!(st["transport"], transport);
+    assert_eq!(st["upstream"], upstream);
     assert!(st["lastOptionsRttMs"].is_number());
     assert!(st["lastCheckedAt"].is_string());
 
