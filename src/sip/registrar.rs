@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 use super::digest;
-use super::registration::{Action, AuthToSend, Registration, Reply};
+use super::registration::{Action, AuthToSend, Outcome, Registration, Reply};
 use super::ua::{self, SipError, SipUa};
 use crate::state::{RegState, Shared};
 
@@ -38,28 +38,7 @@ impl fmt::Debug for Secret {
 }
 
 /// What the registration tells its session.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RegEvent {
-    /// Granted (first time or again after an outage), for `expires` seconds.
-    Registered {
-        /// Granted expiry.
-        expires: u32,
-    },
-    /// The first REGISTER failed; the registration is over.
-    Rejected {
-        /// SIP status (408 for no answer).
-        status: u16,
-        /// Credentials refused.
-        auth: bool,
-    },
-    /// A refresh failed; retrying by itself.
-    Lost {
-        /// SIP status (408 for no answer).
-        status: u16,
-    },
-    /// Unregistered; the registration is over.
-    Unregistered,
-}
+pub type RegEvent = Outcome;
 
 /// Everything a registration needs to start.
 pub struct RegistrationParams {
@@ -155,30 +134,31 @@ async fn run(
                         }
                     }
                 }
-                Action::Registered { expires } => {
-                    info!(expires, "registered");
-                    shared.registry.set_registered(
-                        &params.dn,
-                        &contact,
-                        Duration::from_secs(u64::from(expires)),
-                    );
-                    let _ = events.send(RegEvent::Registered { expires });
-                }
-                Action::Rejected { status, auth } => {
-                    info!(status, auth, "registration rejected");
-                    let _ = events.send(RegEvent::Rejected { status, auth });
-                }
-                Action::Lost { status } => {
-                    warn!(status, retry_in = ?params.retry, "registration refresh failed; retrying");
-                    shared.registry.set_state(&params.dn, RegState::Failed);
-                    let _ = events.send(RegEvent::Lost { status });
-                }
-                Action::Unregistered => {
-                    info!("unregistered");
-                    shared
-                        .registry
-                        .set_state(&params.dn, RegState::Unregistered);
-                    let _ = events.send(RegEvent::Unregistered);
+                Action::Report(outcome) => {
+                    match &outcome {
+                        Outcome::Registered { expires } => {
+                            info!(expires, "registered");
+                            shared.registry.set_registered(
+                                &params.dn,
+                                &contact,
+                                Duration::from_secs(u64::from(*expires)),
+                            );
+                        }
+                        Outcome::Rejected { status, auth } => {
+                            info!(status, auth, "registration rejected");
+                        }
+                        Outcome::Lost { status } => {
+                            warn!(status, retry_in = ?params.retry, "registration refresh failed; retrying");
+                            shared.registry.set_state(&params.dn, RegState::Failed);
+                        }
+                        Outcome::Unregistered => {
+                            info!("unregistered");
+                            shared
+                                .registry
+                                .set_state(&params.dn, RegState::Unregistered);
+                        }
+                    }
+                    let _ = events.send(outcome);
                 }
             }
         }

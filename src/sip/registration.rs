@@ -37,9 +37,16 @@ pub enum Action {
         /// Digest credentials, when a challenge is known.
         auth: Option<AuthToSend>,
     },
-    /// The registrar granted the binding for this long.
+    /// Something for the session to know.
+    Report(Outcome),
+}
+
+/// What a registration reports to its owner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The registrar granted the binding (first time or again after an outage).
     Registered {
-        /// Granted expiry.
+        /// Granted expiry, seconds.
         expires: u32,
     },
     /// The first registration failed; the machine is finished.
@@ -154,13 +161,13 @@ impl Registration {
         vec![self.send(Purpose::Register)]
     }
 
-    /// Removes the binding. Always ends in [`Action::Unregistered`], sooner or later.
+    /// Removes the binding. Always ends in [`Action::Report(Outcome::Unregistered)`], sooner or later.
     pub fn unregister(&mut self) -> Vec<Action> {
         match self.state {
             State::Done => Vec::new(),
             State::Idle => {
                 self.state = State::Done;
-                vec![Action::Unregistered]
+                vec![Action::Report(Outcome::Unregistered)]
             }
             State::Sending {
                 purpose: Purpose::Unregister,
@@ -224,11 +231,11 @@ impl Registration {
                     self.state = State::Registered {
                         refresh_at: now + refresh_after(granted),
                     };
-                    vec![Action::Registered { expires: granted }]
+                    vec![Action::Report(Outcome::Registered { expires: granted })]
                 }
                 Purpose::Unregister => {
                     self.state = State::Done;
-                    vec![Action::Unregistered]
+                    vec![Action::Report(Outcome::Unregistered)]
                 }
             },
             401 | 407 => {
@@ -261,11 +268,11 @@ impl Registration {
         match purpose {
             Purpose::Unregister => {
                 self.state = State::Done;
-                vec![Action::Unregistered]
+                vec![Action::Report(Outcome::Unregistered)]
             }
             Purpose::Register if !self.ever_registered => {
                 self.state = State::Done;
-                vec![Action::Rejected { status, auth }]
+                vec![Action::Report(Outcome::Rejected { status, auth })]
             }
             Purpose::Register => {
                 // A stale challenge must not be replayed against a fresh registrar.
@@ -273,7 +280,7 @@ impl Registration {
                 self.state = State::RetryWait {
                     at: now + self.retry,
                 };
-                vec![Action::Lost { status }]
+                vec![Action::Report(Outcome::Lost { status })]
             }
         }
     }
@@ -356,7 +363,7 @@ mod tests {
         assert_eq!(sent(&r.on_reply(&challenge(CH), now)), (60, Some(1)));
         assert_eq!(
             r.on_reply(&ok(30), now),
-            vec![Action::Registered { expires: 30 }]
+            vec![Action::Report(Outcome::Registered { expires: 30 })]
         );
     }
 
@@ -374,7 +381,7 @@ mod tests {
         );
         assert_eq!(
             r.on_reply(&ok(30), now),
-            vec![Action::Registered { expires: 30 }]
+            vec![Action::Report(Outcome::Registered { expires: 30 })]
         );
     }
 
@@ -386,10 +393,10 @@ mod tests {
         r.on_reply(&challenge(CH), now);
         assert_eq!(
             r.on_reply(&challenge(CH), now),
-            vec![Action::Rejected {
+            vec![Action::Report(Outcome::Rejected {
                 status: 401,
                 auth: true
-            }]
+            })]
         );
         assert!(r.is_done());
     }
@@ -418,19 +425,22 @@ mod tests {
         let mut r = Registration::new(60, Duration::from_secs(5));
         registered(&mut r, now);
         r.on_timer(now + Duration::from_secs(15));
-        assert_eq!(r.on_timeout(now), vec![Action::Lost { status: 408 }]);
+        assert_eq!(
+            r.on_timeout(now),
+            vec![Action::Report(Outcome::Lost { status: 408 })]
+        );
         assert_eq!(r.deadline(), Some(now + Duration::from_secs(5)));
         // The stale challenge is dropped: the retry goes out without credentials.
         assert_eq!(sent(&r.on_timer(now + Duration::from_secs(5))), (60, None));
         assert_eq!(
             r.on_reply(&reply(503), now),
-            vec![Action::Lost { status: 503 }]
+            vec![Action::Report(Outcome::Lost { status: 503 })]
         );
         assert_eq!(sent(&r.upstream_recovered()), (60, None));
         assert_eq!(sent(&r.on_reply(&challenge(CH), now)), (60, Some(1)));
         assert_eq!(
             r.on_reply(&ok(30), now),
-            vec![Action::Registered { expires: 30 }]
+            vec![Action::Report(Outcome::Registered { expires: 30 })]
         );
     }
 
@@ -443,7 +453,7 @@ mod tests {
         assert_eq!(sent(&r.on_reply(&challenge(CH), now)), (60, Some(1)));
         assert_eq!(
             r.on_reply(&ok(30), now),
-            vec![Action::Registered { expires: 30 }]
+            vec![Action::Report(Outcome::Registered { expires: 30 })]
         );
     }
 
@@ -454,19 +464,19 @@ mod tests {
         r.start();
         assert_eq!(
             r.on_timeout(now),
-            vec![Action::Rejected {
+            vec![Action::Report(Outcome::Rejected {
                 status: 408,
                 auth: false
-            }]
+            })]
         );
         let mut r = Registration::new(60, Duration::from_secs(5));
         r.start();
         assert_eq!(
             r.on_reply(&reply(403), now),
-            vec![Action::Rejected {
+            vec![Action::Report(Outcome::Rejected {
                 status: 403,
                 auth: true
-            }]
+            })]
         );
     }
 
@@ -493,7 +503,10 @@ mod tests {
         registered(&mut r, now);
         assert_eq!(sent(&r.unregister()), (0, Some(2)));
         assert!(r.unregister().is_empty(), "one unregister in flight");
-        assert_eq!(r.on_timeout(now), vec![Action::Unregistered]);
+        assert_eq!(
+            r.on_timeout(now),
+            vec![Action::Report(Outcome::Unregistered)]
+        );
         assert!(r.is_done());
         assert!(r.unregister().is_empty());
         assert!(r.on_timer(now + Duration::from_secs(999)).is_empty());
