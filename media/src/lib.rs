@@ -1,4 +1,6 @@
-//! The gateway's media plane as a library. It knows packets and ports, not calls, SIP or
-//! JSON (DESIGN.md "Media plane"). For now it holds the RTP port pool the SIP legs draw from.
+//! The gateway's media plane as a library. It knows packets, ports and SDP, not calls, SIP or
+//! JSON (DESIGN.md "Media plane").
 
 pub mod ports;
+pub mod relay;
+pub mod stats;
