@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod call;
 pub mod config;
 pub mod sip;
 pub mod state;

@@ -3,4 +3,5 @@
 
 pub mod ports;
 pub mod relay;
+pub mod rtp_leg;
 pub mod stats;

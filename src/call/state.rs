@@ -1,0 +1,390 @@
+//! The life of one call as a sans-IO state machine: inputs from the browser, the SIP dialog
+//! and the media plane go in; what to do on each side comes out. It enforces the protocol's
+//! promises (PROTOCOL.md "Rules that hold for every call"): `ringing` before `answered`,
+//! exactly one `hangup` whoever ends the call, and the SIP action each state needs
+//! (CANCEL before a final response, BYE after 2xx, a final error response for an unanswered
+//! incoming call).
+
+/// Which side started the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The browser called out.
+    Outbound,
+    /// A SIP INVITE came in for the browser's DN.
+    Inbound,
+}
+
+/// Where the call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// INVITE sent (outbound) or `incomingCall` sent (inbound), no answer yet.
+    Setup,
+    /// The far end (outbound) or the browser (inbound) is alerting.
+    Ringing,
+    /// Answered.
+    Answered,
+    /// Over.
+    Ended,
+}
+
+/// Who ended a call, as the `hangup` event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    /// The browser's own `hangup` (or `reject`).
+    Local,
+    /// The far end.
+    Remote,
+    /// The gateway (REST, time-outs, shutdown, media failure).
+    Server,
+}
+
+impl By {
+    /// The protocol's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            By::Local => "local",
+            By::Remote => "remote",
+            By::Server => "server",
+        }
+    }
+}
+
+/// Something that happened to the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The browser hangs up (before or after answer).
+    BrowserHangup,
+    /// The browser answers an incoming call.
+    BrowserAnswer,
+    /// The browser rejects an incoming call with this status (486, 603, 480).
+    BrowserReject(u16),
+    /// A provisional response to our INVITE.
+    SipProvisional {
+        /// 180, 183, …
+        status: u16,
+        /// It carried SDP (early media).
+        sdp: bool,
+    },
+    /// 2xx to our INVITE.
+    SipAnswered,
+    /// A final error response to our INVITE (or our transaction timed out: 408).
+    SipFailed(u16),
+    /// BYE from the far end.
+    SipBye,
+    /// The caller cancelled an incoming call.
+    SipCancelled,
+    /// The browser leg connected (ICE + DTLS).
+    MediaConnected,
+    /// The browser leg failed.
+    MediaFailed,
+    /// No media for the configured time.
+    MediaTimeout,
+    /// Ended by the gateway (REST hangup, shutdown, the browser gone for good).
+    ServerHangup,
+}
+
+/// An event for the browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `ringing`.
+    Ringing(u16),
+    /// `earlyMedia`.
+    EarlyMedia,
+    /// `answered`.
+    Answered,
+    /// `hangup`.
+    Hangup {
+        /// Who ended it.
+        by: By,
+        /// Why, in words.
+        cause: &'static str,
+        /// SIP status behind it.
+        sip_status: Option<u16>,
+    },
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Tell the browser.
+    Browser(Event),
+    /// CANCEL our pending INVITE.
+    SipCancel,
+    /// BYE the confirmed dialog.
+    SipBye,
+    /// Answer the incoming INVITE with 200 and our SDP.
+    SipAccept,
+    /// Answer the incoming INVITE with this final error status.
+    SipReject(u16),
+    /// Release media (ports, worker state).
+    StopMedia,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct CallState {
+    direction: Direction,
+    phase: Phase,
+    ringing_sent: bool,
+    early_media_sent: bool,
+}
+
+fn hangup(by: By, cause: &'static str, sip_status: Option<u16>) -> Action {
+    Action::Browser(Event::Hangup {
+        by,
+        cause,
+        sip_status,
+    })
+}
+
+/// Words for a final SIP status, for `hangup.cause`.
+pub fn cause_of(status: u16) -> &'static str {
+    match status {
+        404 | 484 | 604 => "not_found",
+        408 | 480 => "unavailable",
+        486 | 600 => "busy",
+        487 => "cancelled",
+        401 | 403 | 407 => "forbidden",
+        488 | 606 => "not_acceptable",
+        603 => "declined",
+        500..=599 => "server_error",
+        _ => "failed",
+    }
+}
+
+impl CallState {
+    /// A new call.
+    pub fn new(direction: Direction) -> Self {
+        CallState {
+            direction,
+            phase: Phase::Setup,
+            ringing_sent: false,
+            early_media_sent: false,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Which side started it.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Whether the call is over.
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    fn end(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
+        self.phase = Phase::Ended;
+        actions.push(Action::StopMedia);
+        actions
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        use Direction::*;
+        use Phase::*;
+        if self.phase == Ended {
+            return Vec::new();
+        }
+        match (self.direction, self.phase, input) {
+            // Outbound call progress.
+            (Outbound, Setup | Ringing, Input::SipProvisional { status, sdp }) => {
+                let mut out = Vec::new();
+                if (status == 180 || status == 183) && !self.ringing_sent {
+                    self.ringing_sent = true;
+                    self.phase = Ringing;
+                    out.push(Action::Browser(Event::Ringing(status)));
+                }
+                if sdp && !self.early_media_sent {
+                    self.early_media_sent = true;
+                    out.push(Action::Browser(Event::EarlyMedia));
+                }
+                out
+            }
+            (Outbound, Setup | Ringing, Input::SipAnswered) => {
+                self.phase = Answered;
+                vec![Action::Browser(Event::Answered)]
+            }
+            (Outbound, Setup | Ringing, Input::SipFailed(status)) => {
+                self.end(vec![hangup(By::Remote, cause_of(status), Some(status))])
+            }
+            (Outbound, Setup | Ringing, Input::BrowserHangup) => self.end(vec![
+                Action::SipCancel,
+                hangup(By::Local, "cancelled", None),
+            ]),
+            (Outbound, Setup | Ringing, Input::ServerHangup) => self.end(vec![
+                Action::SipCancel,
+                hangup(By::Server, "cancelled", None),
+            ]),
+            (Outbound, Setup | Ringing, Input::MediaFailed | Input::MediaTimeout) => {
+                self.end(vec![
+                    Action::SipCancel,
+                    hangup(By::Server, "media_failed", None),
+                ])
+            }
+
+            // Inbound call progress.
+            (Inbound, Setup | Ringing, Input::BrowserAnswer) => {
+                self.phase = Answered;
+                vec![Action::SipAccept, Action::Browser(Event::Answered)]
+            }
+            (Inbound, Setup | Ringing, Input::BrowserReject(status)) => self.end(vec![
+                Action::SipReject(status),
+                hangup(By::Local, "rejected", None),
+            ]),
+            (Inbound, Setup | Ringing, Input::BrowserHangup) => self.end(vec![
+                Action::SipReject(486),
+                hangup(By::Local, "rejected", None),
+            ]),
+            (Inbound, Setup | Ringing, Input::SipCancelled) => {
+                self.end(vec![hangup(By::Remote, "cancelled", Some(487))])
+            }
+            (Inbound, Setup | Ringing, Input::ServerHangup) => self.end(vec![
+                Action::SipReject(480),
+                hangup(By::Server, "unavailable", None),
+            ]),
+            (Inbound, Setup | Ringing, Input::MediaFailed) => self.end(vec![
+                Action::SipReject(488),
+                hangup(By::Server, "media_failed", None),
+            ]),
+
+            // Answered, either direction.
+            (_, Answered, Input::BrowserHangup) => {
+                self.end(vec![Action::SipBye, hangup(By::Local, "normal", None)])
+            }
+            (_, Answered, Input::SipBye) => self.end(vec![hangup(By::Remote, "normal", None)]),
+            (_, Answered, Input::ServerHangup) => {
+                self.end(vec![Action::SipBye, hangup(By::Server, "normal", None)])
+            }
+            (_, Answered, Input::MediaTimeout) => self.end(vec![
+                Action::SipBye,
+                hangup(By::Server, "media_timeout", None),
+            ]),
+            (_, Answered, Input::MediaFailed) => self.end(vec![
+                Action::SipBye,
+                hangup(By::Server, "media_failed", None),
+            ]),
+            // A BYE before our 2xx was confirmed still ends the call (RFC 3261 §15).
+            (_, _, Input::SipBye) => self.end(vec![hangup(By::Remote, "normal", None)]),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hangups(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Browser(Event::Hangup { .. })))
+            .count()
+    }
+
+    #[test]
+    fn outbound_answered_then_local_hangup_sends_bye() {
+        let mut c = CallState::new(Direction::Outbound);
+        assert_eq!(
+            c.handle(Input::SipProvisional {
+                status: 100,
+                sdp: false
+            }),
+            vec![]
+        );
+        assert_eq!(
+            c.handle(Input::SipProvisional {
+                status: 180,
+                sdp: false
+            }),
+            vec![Action::Browser(Event::Ringing(180))]
+        );
+        assert_eq!(
+            c.handle(Input::SipProvisional {
+                status: 183,
+                sdp: true
+            }),
+            vec![Action::Browser(Event::EarlyMedia)]
+        );
+        assert_eq!(
+            c.handle(Input::SipAnswered),
+            vec![Action::Browser(Event::Answered)]
+        );
+        let a = c.handle(Input::BrowserHangup);
+        assert_eq!(a[0], Action::SipBye);
+        assert_eq!(hangups(&a), 1);
+        assert!(a.contains(&Action::StopMedia));
+        assert!(c.handle(Input::SipBye).is_empty(), "one hangup only");
+        assert!(c.handle(Input::BrowserHangup).is_empty());
+    }
+
+    #[test]
+    fn outbound_hangup_while_ringing_cancels() {
+        let mut c = CallState::new(Direction::Outbound);
+        c.handle(Input::SipProvisional {
+            status: 180,
+            sdp: false,
+        });
+        let a = c.handle(Input::BrowserHangup);
+        assert_eq!(a[0], Action::SipCancel);
+        assert_eq!(hangups(&a), 1);
+        // The 487 that follows the CANCEL produces nothing more.
+        assert!(c.handle(Input::SipFailed(487)).is_empty());
+    }
+
+    #[test]
+    fn outbound_failure_maps_status() {
+        let mut c = CallState::new(Direction::Outbound);
+        let a = c.handle(Input::SipFailed(486));
+        assert_eq!(
+            a[0],
+            Action::Browser(Event::Hangup {
+                by: By::Remote,
+                cause: "busy",
+                sip_status: Some(486)
+            })
+        );
+        assert!(c.is_ended());
+    }
+
+    #[test]
+    fn inbound_answer_reject_cancel() {
+        let mut c = CallState::new(Direction::Inbound);
+        assert_eq!(
+            c.handle(Input::BrowserAnswer),
+            vec![Action::SipAccept, Action::Browser(Event::Answered)]
+        );
+        let a = c.handle(Input::SipBye);
+        assert_eq!(hangups(&a), 1);
+
+        let mut c = CallState::new(Direction::Inbound);
+        let a = c.handle(Input::BrowserReject(603));
+        assert_eq!(a[0], Action::SipReject(603));
+
+        let mut c = CallState::new(Direction::Inbound);
+        let a = c.handle(Input::SipCancelled);
+        assert_eq!(hangups(&a), 1);
+        assert!(c.handle(Input::BrowserAnswer).is_empty(), "too late");
+    }
+
+    #[test]
+    fn media_timeout_ends_an_answered_call_with_bye() {
+        let mut c = CallState::new(Direction::Outbound);
+        c.handle(Input::SipAnswered);
+        let a = c.handle(Input::MediaTimeout);
+        assert_eq!(a[0], Action::SipBye);
+        assert_eq!(
+            a[1],
+            Action::Browser(Event::Hangup {
+                by: By::Server,
+                cause: "media_timeout",
+                sip_status: None
+            })
+        );
+    }
+}
