@@ -82,6 +82,12 @@ pub struct Cli {
     /// Comma-separated page origins allowed to open the WebSocket [default: any]
     #[arg(long, env = "GATEWAY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
     pub allowed_origins: Option<String>,
+    /// Seconds without media on a leg that end the call with a BYE [default: 30]
+    #[arg(long, env = "GATEWAY_RTP_TIMEOUT", value_name = "SECONDS")]
+    pub rtp_timeout: Option<String>,
+    /// Media worker threads [default: the number of cores]
+    #[arg(long, env = "GATEWAY_MEDIA_WORKERS", value_name = "N")]
+    pub media_workers: Option<String>,
 }
 
 /// How SIP reaches the upstream.
@@ -144,6 +150,10 @@ pub struct Config {
     pub ws_ping_interval: Duration,
     /// Allowed page origins; empty means any.
     pub allowed_origins: Vec<String>,
+    /// Media silence that ends a call.
+    pub rtp_timeout: Duration,
+    /// Media worker threads.
+    pub media_workers: usize,
 }
 
 /// A setting that could not be used; its `Display` is the one line printed at start-up.
@@ -232,7 +242,13 @@ const ORIGINS: Setting = Setting::new(
     "allowed_origins",
 );
 
+const RTP_TIMEOUT: Setting = Setting::new("rtp-timeout", "GATEWAY_RTP_TIMEOUT", "rtp_timeout");
+const MEDIA_WORKERS: Setting =
+    Setting::new("media-workers", "GATEWAY_MEDIA_WORKERS", "media_workers");
+
 const FILE_KEYS: &[&Setting] = &[
+    &RTP_TIMEOUT,
+    &MEDIA_WORKERS,
     &WS_LISTEN,
     &API_LISTEN,
     &SIP_LISTEN,
@@ -322,6 +338,10 @@ impl Config {
         let options_interval = seconds(&OPTIONS_INTERVAL, cli.options_interval, 30, 1, 3600)?;
         let ws_ping_interval = seconds(&WS_PING, cli.ws_ping_interval, 20, 1, 3600)?;
 
+        let rtp_timeout = seconds(&RTP_TIMEOUT, cli.rtp_timeout, 30, 1, 3600)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let media_workers = integer(&MEDIA_WORKERS, cli.media_workers, cores, 1, 256)? as usize;
+
         let allowed_origins = cli
             .allowed_origins
             .map(|s| {
@@ -352,6 +372,8 @@ impl Config {
             options_interval,
             ws_ping_interval,
             allowed_origins,
+            rtp_timeout,
+            media_workers,
         })
     }
 
@@ -404,6 +426,8 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "register_retry" => &mut cli.register_retry,
             "options_interval" => &mut cli.options_interval,
             "ws_ping_interval" => &mut cli.ws_ping_interval,
+            "rtp_timeout" => &mut cli.rtp_timeout,
+            "media_workers" => &mut cli.media_workers,
             _ => &mut cli.allowed_origins,
         };
         if slot.is_none() {

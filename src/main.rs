@@ -87,17 +87,38 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         recovered_tx,
         shutdown.clone(),
     ));
-    tokio::spawn(ua::serve_incoming(incoming));
+    let media = media::engine::MediaEngine::start(media::engine::MediaConfig {
+        bind_ip: cfg.sip_listen.ip(),
+        public_ip: cfg.public_ip,
+        rtp_ports: cfg.rtp_ports,
+        workers: cfg.media_workers,
+        media_timeout: cfg.rtp_timeout,
+    })
+    .map_err(|e| {
+        format!(
+            "cannot start the media plane (--rtp-ports {}-{}): {e}",
+            cfg.rtp_ports.0, cfg.rtp_ports.1
+        )
+    })?;
 
     let app = Arc::new(App {
         cfg: cfg.clone(),
         shared,
         ua: sip.clone(),
+        dialogs: sip.dialogs().clone(),
+        media,
         recovered,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         resumable: Default::default(),
+        agents: Default::default(),
     });
+    let router_app = app.clone();
+    tokio::spawn(ua::serve_incoming(
+        incoming,
+        sip.dialogs().clone(),
+        Arc::new(move |tx| gateway::call::route_invite(&router_app, tx)),
+    ));
 
     let ws_server = axum::serve(ws_listener, ws::router(app.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

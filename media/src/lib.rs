@@ -1,7 +1,14 @@
 //! The gateway's media plane as a library. It knows packets, ports and SDP, not calls, SIP or
 //! JSON (DESIGN.md "Media plane").
 
+pub mod browser_leg;
+pub mod dtls;
+pub mod engine;
+pub mod ice_lite;
 pub mod ports;
 pub mod relay;
 pub mod rtp_leg;
+pub mod sdp;
+pub mod srtp;
 pub mod stats;
+pub mod worker;

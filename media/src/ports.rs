@@ -60,7 +60,7 @@ impl PortPool {
 
     /// Returns a pair to the pool; ports that were never part of it are ignored.
     pub fn release(&mut self, port: u16) {
-        if port % 2 == 0 && port >= self.low && port < self.high {
+        if port.is_multiple_of(2) && port >= self.low && port < self.high {
             self.free.insert(port);
         }
     }

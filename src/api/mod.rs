@@ -6,7 +6,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -20,6 +20,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/dn/list", get(dn_list))
         .route("/api/dn/{dn}", get(dn_one))
         .route("/api/genesys/status", get(upstream_status))
+        .route("/api/calls/active", get(calls_active))
+        .route("/api/calls/{call_id}", get(call_one))
+        .route("/api/calls/{call_id}/hangup", post(call_hangup))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
@@ -74,7 +77,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         "uptimeSeconds": app.shared.started.elapsed().as_secs(),
         "sessions": app.shared.session_count(),
         "registrations": app.shared.registry.registered_count(),
-        "activeCalls": 0,
+        "activeCalls": app.shared.calls.len(),
         "upstream": { "reachable": up.reachable },
     });
     let status = if ok {
@@ -111,6 +114,34 @@ async fn upstream_status(State(app): State<Arc<App>>) -> Response {
         "consecutiveFailures": up.consecutive_failures,
     }))
     .into_response()
+}
+
+async fn calls_active(State(app): State<Arc<App>>) -> Response {
+    let mut calls: Vec<_> = app.shared.calls.iter().map(|c| c.value().clone()).collect();
+    calls.sort_by_key(|c| c.started_at);
+    let calls: Vec<_> = calls.iter().map(|c| c.to_json()).collect();
+    Json(json!({ "calls": calls })).into_response()
+}
+
+async fn call_one(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
+    match app.shared.calls.get(&call_id) {
+        Some(c) => Json(c.to_json()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
+    }
+}
+
+async fn call_hangup(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
+    let handle = app
+        .shared
+        .calls
+        .get(&call_id)
+        .and_then(|c| c.handle.clone());
+    match handle {
+        Some(h) if h.send(crate::call::driver::CallCommand::ServerHangup) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
+    }
 }
 
 async fn not_found() -> Response {

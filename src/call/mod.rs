@@ -1,3 +1,118 @@
-//! The B2BUA: one call = a browser leg + a SIP leg + their media, owned by one task.
+//! The B2BUA: one call = a browser leg + a SIP leg + their media, owned by one task
+//! (`driver.rs`), whose decisions come from the sans-IO [`state::CallState`].
 
+pub mod driver;
 pub mod state;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use media::stats::MediaCounters;
+use serde_json::json;
+
+use rsipstack::sip::StatusCode;
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::state::rfc3339;
+
+/// Where an agent's incoming calls go: its browser session.
+#[derive(Clone, Debug)]
+pub struct AgentLink {
+    /// The owning session.
+    pub session_id: String,
+    /// The session's inbox.
+    pub inbox: mpsc::UnboundedSender<CallNote>,
+}
+
+/// Routes an initial INVITE to the agent whose DN is the Request-URI's user: a call for a
+/// registered agent, 480 for a DN with no live registration, 404 for a DN we do not know.
+pub fn route_invite(app: &Arc<App>, mut tx: Transaction) {
+    let dn = tx.original.uri.user().unwrap_or_default().to_string();
+    let link = app.agents.get(&dn).map(|l| l.value().clone());
+    match link {
+        Some(link) => driver::spawn_incoming(app.clone(), tx, dn, link.inbox),
+        None => {
+            let status = if app.shared.registry.get(&dn).is_some() {
+                StatusCode::TemporarilyUnavailable
+            } else {
+                StatusCode::NotFound
+            };
+            tracing::info!(%dn, status = status.code(), "incoming INVITE for no registered agent");
+            tokio::spawn(async move {
+                let _ = tx.reply(status).await;
+            });
+        }
+    }
+}
+
+/// A frame for the browser session that owns the call.
+#[derive(Debug, Clone)]
+pub struct CallNote {
+    /// Protocol call id.
+    pub call_id: String,
+    /// The ready-made protocol frame.
+    pub frame: String,
+    /// This was the call's `hangup`: the session forgets the call.
+    pub ended: bool,
+    /// A new incoming call: the session keeps this handle.
+    pub handle: Option<driver::CallHandle>,
+}
+
+/// A call as REST shows it (REST.md `/api/calls/active`).
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    /// Protocol call id.
+    pub call_id: String,
+    /// The agent's DN.
+    pub dn: String,
+    /// `inbound` | `outbound`.
+    pub direction: &'static str,
+    /// The far end (URI).
+    pub remote: String,
+    /// `setup`, `ringing`, `answered`.
+    pub state: &'static str,
+    /// When the call started.
+    pub started_at: SystemTime,
+    /// When it was answered.
+    pub answered_at: Option<SystemTime>,
+    /// The SIP dialog's Call-ID.
+    pub sip_call_id: Option<String>,
+    /// The relayed codec.
+    pub codec: Option<String>,
+    /// Media counters.
+    pub counters: Option<Arc<MediaCounters>>,
+    /// Control of the call, for REST hangup.
+    pub handle: Option<driver::CallHandle>,
+}
+
+impl CallInfo {
+    /// The REST JSON of this call.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = self
+            .counters
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default();
+        json!({
+            "callId": self.call_id,
+            "dn": self.dn,
+            "direction": self.direction,
+            "remote": self.remote,
+            "state": self.state,
+            "startedAt": rfc3339(self.started_at),
+            "answeredAt": self.answered_at.map(rfc3339),
+            "sipCallId": self.sip_call_id,
+            "codec": self.codec,
+            "media": {
+                "packetsIn": m.packets_in,
+                "packetsOut": m.packets_out,
+                "bytesIn": m.bytes_in,
+                "bytesOut": m.bytes_out,
+                "lost": m.lost,
+                "jitterMs": m.jitter_ms,
+            },
+        })
+    }
+}

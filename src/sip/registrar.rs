@@ -29,6 +29,11 @@ impl Secret {
     pub fn new(s: String) -> Self {
         Secret(s)
     }
+
+    /// The password itself, for digest computation only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{self, Header, Method, Request, Response, SipMessage, StatusCode, Uri};
 use rsipstack::transaction::endpoint::EndpointInnerRef;
@@ -23,8 +24,8 @@ use crate::config::{Config, SipTransport};
 /// `User-Agent` / `Server` of every message we send.
 pub const USER_AGENT: &str = concat!("browser-sip-gateway/", env!("CARGO_PKG_VERSION"));
 
-/// Methods we answer today; `Allow` must not promise more.
-pub const ALLOW: &str = "OPTIONS";
+/// Methods we answer; `Allow` must not promise more.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 
 /// Why a request toward the upstream did not get a final response.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ impl From<rsipstack::Error> for SipError {
 /// The SIP side of the gateway.
 pub struct SipUa {
     endpoint: Endpoint,
+    dialogs: Arc<DialogLayer>,
     cfg: Arc<Config>,
     upstream: SipAddr,
     cancel: CancellationToken,
@@ -93,10 +95,19 @@ impl SipUa {
             .with_user_agent(USER_AGENT)
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.clone())
-            .with_allows(vec![Method::Options])
+            .with_allows(vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Cancel,
+                Method::Bye,
+                Method::Options,
+                Method::Info,
+                Method::Update,
+            ])
             .with_transport_inspector(Box::new(Sanity))
             .build();
         let incoming = endpoint.incoming_transactions()?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let inner = endpoint.inner.clone();
         tokio::spawn(async move {
             if let Err(e) = inner.serve().await {
@@ -119,6 +130,7 @@ impl SipUa {
         Ok((
             Arc::new(SipUa {
                 endpoint,
+                dialogs,
                 cfg,
                 upstream,
                 cancel,
@@ -131,6 +143,16 @@ impl SipUa {
     pub fn shutdown(&self) {
         self.endpoint.shutdown();
         self.cancel.cancel();
+    }
+
+    /// The dialog layer (INVITE dialogs of calls).
+    pub fn dialogs(&self) -> &Arc<DialogLayer> {
+        &self.dialogs
+    }
+
+    /// Where requests to the upstream go.
+    pub fn upstream_addr(&self) -> SipAddr {
+        self.upstream.clone()
     }
 
     fn inner(&self) -> &EndpointInnerRef {
@@ -251,11 +273,31 @@ impl SipUa {
     }
 }
 
-/// Answers requests from the network. Until calls exist, the gateway is reachable for
-/// OPTIONS only; everything else gets the response RFC 3261 prescribes for a UA that does
-/// not (yet) do it.
-pub async fn serve_incoming(mut incoming: TransactionReceiver) {
+/// What to do with a new INVITE (the call layer's router).
+pub type InviteRouter = Arc<dyn Fn(Transaction) + Send + Sync>;
+
+/// Answers requests from the network: in-dialog requests go to their dialog, new INVITEs
+/// to `on_invite`, the rest are answered here.
+pub async fn serve_incoming(
+    mut incoming: TransactionReceiver,
+    dialogs: Arc<DialogLayer>,
+    on_invite: InviteRouter,
+) {
     while let Some(mut tx) = incoming.recv().await {
+        // Requests inside a dialog (BYE, re-INVITE, INFO, ACK, CANCEL of a pending INVITE)
+        // belong to that dialog.
+        if let Some(mut dialog) = dialogs.match_dialog(&tx) {
+            tokio::spawn(async move {
+                if let Err(e) = dialog.handle(&mut tx).await {
+                    debug!(error = %e, "in-dialog request failed");
+                }
+            });
+            continue;
+        }
+        if tx.original.method == Method::Invite {
+            on_invite(tx);
+            continue;
+        }
         tokio::spawn(async move {
             let method = tx.original.method;
             let result = match method {

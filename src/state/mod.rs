@@ -181,6 +181,8 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     /// Process start, for uptime.
     pub started: Instant,
+    /// Active calls by protocol call id.
+    pub calls: DashMap<String, crate::call::CallInfo>,
 }
 
 impl Default for Shared {
@@ -190,6 +192,7 @@ impl Default for Shared {
             upstream: Mutex::new(UpstreamStatus::default()),
             sessions: AtomicUsize::new(0),
             started: Instant::now(),
+            calls: DashMap::new(),
         }
     }
 }

@@ -57,6 +57,58 @@ pub struct ResumePayload {
     pub resume_token: String,
 }
 
+/// `call` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallPayload {
+    /// A DN or a SIP URI.
+    pub to: String,
+    /// The browser's SDP offer.
+    pub sdp: String,
+    /// Extra `X-` headers for the INVITE.
+    #[serde(default)]
+    pub headers: Option<serde_json::Map<String, Value>>,
+}
+
+/// `answer` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerPayload {
+    /// The call.
+    pub call_id: String,
+    /// The browser's SDP answer.
+    pub sdp: String,
+}
+
+/// `reject` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectPayload {
+    /// The call.
+    pub call_id: String,
+    /// 486 (default), 603 or 480.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// Payload naming one call (`hangup`, `hold`, …).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallIdPayload {
+    /// The call.
+    pub call_id: String,
+}
+
+/// `iceCandidate` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidatePayload {
+    /// The call.
+    pub call_id: String,
+    /// `{candidate, sdpMid, sdpMLineIndex}` or null at the end.
+    pub candidate: Option<Value>,
+}
+
 /// A request, parsed.
 #[derive(Debug)]
 pub enum Request {
@@ -68,22 +120,22 @@ pub enum Request {
     Ping,
     /// `resume`.
     Resume(ResumePayload),
+    /// `call`.
+    Call(CallPayload),
+    /// `answer`.
+    Answer(AnswerPayload),
+    /// `reject`.
+    Reject(RejectPayload),
+    /// `hangup`.
+    Hangup(CallIdPayload),
+    /// `iceCandidate`.
+    IceCandidate(IceCandidatePayload),
     /// A v1 request type this server does not carry out yet.
     NotYet(String),
 }
 
 /// Types PROTOCOL.md defines that later parts of the server will carry out.
-const LATER: &[&str] = &[
-    "call",
-    "answer",
-    "reject",
-    "hangup",
-    "dtmf",
-    "iceCandidate",
-    "hold",
-    "unhold",
-    "transfer",
-];
+const LATER: &[&str] = &["dtmf", "hold", "unhold", "transfer"];
 
 /// A frame that is not a usable request, and what to answer.
 #[derive(Debug, PartialEq)]
@@ -150,9 +202,24 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
         "unregister" => Request::Unregister,
         "ping" => Request::Ping,
-        "resume" => Request::Resume(
-            serde_path_to_error::deserialize(payload).map_err(|e| payload_error(&id, &e))?,
-        ),
+        "resume" => Request::Resume(decode(&id, payload)?),
+        "call" => {
+            let p: CallPayload = decode(&id, payload)?;
+            validate_call(&p).map_err(|m| bad(Some(&id), m))?;
+            Request::Call(p)
+        }
+        "answer" => Request::Answer(decode(&id, payload)?),
+        "reject" => {
+            let p: RejectPayload = decode(&id, payload)?;
+            if let Some(s) = p.status {
+                if ![486, 603, 480].contains(&s) {
+                    return Err(bad(Some(&id), "payload.status: must be 486, 603 or 480"));
+                }
+            }
+            Request::Reject(p)
+        }
+        "hangup" => Request::Hangup(decode(&id, payload)?),
+        "iceCandidate" => Request::IceCandidate(decode(&id, payload)?),
         other if LATER.contains(&other) => Request::NotYet(other.to_string()),
         other => {
             return Err(bad(
@@ -162,6 +229,40 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
     };
     Ok((id, request))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(id: &str, payload: Value) -> Result<T, Rejection> {
+    serde_path_to_error::deserialize(payload).map_err(|e| payload_error(id, &e))
+}
+
+fn validate_call(p: &CallPayload) -> Result<(), String> {
+    let to = p.to.trim();
+    let ok = !to.is_empty()
+        && to.len() <= 256
+        && !to
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c));
+    if !ok {
+        return Err("payload.to: must be a DN or a SIP URI".into());
+    }
+    if p.sdp.trim().is_empty() {
+        return Err("payload.sdp: must be an SDP offer".into());
+    }
+    if let Some(h) = &p.headers {
+        for (k, v) in h {
+            let name_ok = k.len() > 2
+                && k[..2].eq_ignore_ascii_case("x-")
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !name_ok {
+                return Err(format!("payload.headers: {k:?} is not an X- header name"));
+            }
+            match v.as_str() {
+                Some(v) if v.len() <= 1024 && !v.chars().any(char::is_control) => {}
+                _ => return Err(format!("payload.headers.{k}: must be a short string")),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn payload_error(id: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> Rejection {
@@ -345,9 +446,19 @@ mod tests {
     #[test]
     fn later_types_are_recognised() {
         assert!(matches!(
-            parse(r#"{"type":"call","id":"c"}"#),
-            Ok((_, Request::NotYet(t))) if t == "call"
+            parse(r#"{"type":"dtmf","id":"c"}"#),
+            Ok((_, Request::NotYet(t))) if t == "dtmf"
         ));
+        let r = rejected(r#"{"type":"call","id":"c","payload":{"to":"1003"}}"#);
+        assert!(r.message.contains("sdp"), "{}", r.message);
+        let r = rejected(r#"{"type":"call","id":"c","payload":{"to":"10 03","sdp":"v=0"}}"#);
+        assert!(r.message.contains("payload.to"), "{}", r.message);
+        let r = rejected(
+            r#"{"type":"call","id":"c","payload":{"to":"1003","sdp":"v=0","headers":{"Via":"x"}}}"#,
+        );
+        assert!(r.message.contains("X-"), "{}", r.message);
+        let r = rejected(r#"{"type":"reject","id":"c","payload":{"callId":"x","status":200}}"#);
+        assert!(r.message.contains("status"), "{}", r.message);
     }
 
     #[test]

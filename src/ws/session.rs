@@ -12,12 +12,18 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use super::protocol::{self, ErrorCode, Request};
+use std::collections::HashMap;
+
 use crate::app::App;
+use crate::call::driver::{CallCommand, CallHandle};
+use crate::call::CallNote;
 use crate::sip::registrar::{self, RegEvent, RegistrationHandle, RegistrationParams, Secret};
 use crate::state::rfc3339;
 
 /// How long a session waits for its registration to finish unregistering at the end.
 const UNREGISTER_WAIT: Duration = Duration::from_secs(12);
+/// How long a closing session waits for its calls to send their BYEs.
+const CALL_END_WAIT: Duration = Duration::from_secs(2);
 
 struct Registration {
     dn: String,
@@ -28,6 +34,8 @@ struct Registration {
     pending_unregister: Vec<String>,
     /// The state last told to the browser: events go out on changes only, not on refreshes.
     told: Option<&'static str>,
+    /// For 401/407 on the DN's INVITEs.
+    password: Secret,
 }
 
 /// A socket handed to an existing session by `resume`, with the request to answer.
@@ -47,6 +55,8 @@ struct Session {
     id: String,
     reg: Option<Registration>,
     reg_tx: mpsc::UnboundedSender<RegEvent>,
+    call_tx: mpsc::UnboundedSender<CallNote>,
+    calls: HashMap<String, CallHandle>,
     /// Set by a `resume` request: hand this socket to that session.
     handover: Option<(mpsc::UnboundedSender<Attach>, String)>,
     /// Frames produced while no socket was attached, sent after a resume.
@@ -82,6 +92,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
     let span = tracing::info_span!("session", session = %id, dn = tracing::field::Empty);
     app.shared.sessions.fetch_add(1, Ordering::Relaxed);
     let (reg_tx, reg_rx) = mpsc::unbounded_channel();
+    let (call_tx, call_rx) = mpsc::unbounded_channel();
     let (attach_tx, attach_rx) = mpsc::unbounded_channel();
     let token = random_hex();
     app.resumable.insert(
@@ -96,11 +107,13 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         id: id.clone(),
         reg: None,
         reg_tx,
+        call_tx,
+        calls: HashMap::new(),
         handover: None,
         undelivered: Vec::new(),
     };
     session
-        .serve(socket, token, reg_rx, attach_rx)
+        .serve(socket, token, reg_rx, attach_rx, call_rx)
         .instrument(span)
         .await;
     app.resumable.remove(&id);
@@ -114,6 +127,7 @@ impl Session {
         resume_token: String,
         mut reg_rx: mpsc::UnboundedReceiver<RegEvent>,
         mut attach_rx: mpsc::UnboundedReceiver<Attach>,
+        mut call_rx: mpsc::UnboundedReceiver<CallNote>,
     ) {
         info!("browser connected");
         let hello = protocol::frame(
@@ -129,7 +143,7 @@ impl Session {
         let mut end = if socket.send(Message::Text(hello.into())).await.is_err() {
             End::Dropped
         } else {
-            self.connected(&mut socket, &mut reg_rx, &mut attach_rx)
+            self.connected(&mut socket, &mut reg_rx, &mut attach_rx, &mut call_rx)
                 .await
         };
         loop {
@@ -146,7 +160,7 @@ impl Session {
                 }
                 End::Dropped => {
                     let _ = socket.send(Message::Close(None)).await;
-                    match self.grace(&mut reg_rx, &mut attach_rx).await {
+                    match self.grace(&mut reg_rx, &mut attach_rx, &mut call_rx).await {
                         Some(attach) => attach,
                         None => break,
                     }
@@ -161,14 +175,14 @@ impl Session {
             frames.append(&mut self.undelivered);
             end = match send_all(&mut socket, frames).await {
                 Ok(()) => {
-                    self.connected(&mut socket, &mut reg_rx, &mut attach_rx)
+                    self.connected(&mut socket, &mut reg_rx, &mut attach_rx, &mut call_rx)
                         .await
                 }
                 Err(()) => End::Dropped,
             };
         }
         drop(socket);
-        self.finish(&mut reg_rx).await;
+        self.finish(&mut reg_rx, &mut call_rx).await;
         info!("session ended");
     }
 
@@ -186,6 +200,7 @@ impl Session {
         socket: &mut WebSocket,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
+        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) -> End {
         let ping_every = self.app.cfg.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -220,6 +235,12 @@ impl Session {
                     }
                 }
                 Some(attach) = attach_rx.recv() => return End::Replaced(Box::new(attach)),
+                Some(note) = call_rx.recv() => {
+                    let frames = self.on_call_note(note);
+                    if send_all(socket, frames).await.is_err() {
+                        return End::Dropped;
+                    }
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         info!("browser stopped answering pings");
@@ -240,6 +261,7 @@ impl Session {
         &mut self,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
+        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) -> Option<Attach> {
         let grace = self.app.cfg.grace_period;
         info!(
@@ -256,12 +278,32 @@ impl Session {
                     let mut frames = self.on_reg_event(ev);
                     self.undelivered.append(&mut frames);
                 }
+                Some(note) = call_rx.recv() => {
+                    let mut frames = self.on_call_note(note);
+                    self.undelivered.append(&mut frames);
+                }
             }
         }
     }
 
-    /// Unregisters and waits (bounded) for it to finish.
-    async fn finish(&mut self, reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>) {
+    /// Hangs up the session's calls, then unregisters, waiting (bounded) for both.
+    async fn finish(
+        &mut self,
+        reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+    ) {
+        for call in self.calls.values() {
+            call.send(CallCommand::ServerHangup);
+        }
+        let deadline = Instant::now() + CALL_END_WAIT;
+        while !self.calls.is_empty() {
+            match tokio::time::timeout_at(deadline, call_rx.recv()).await {
+                Ok(Some(note)) => {
+                    self.on_call_note(note);
+                }
+                _ => break,
+            }
+        }
         let Some(reg) = self.reg.as_ref() else { return };
         let done = reg.handle.unregister();
         if tokio::time::timeout(UNREGISTER_WAIT, done).await.is_err() {
@@ -270,7 +312,11 @@ impl Session {
         while let Ok(ev) = reg_rx.try_recv() {
             self.on_reg_event(ev);
         }
-        self.reg = None;
+        if let Some(reg) = self.reg.take() {
+            self.app
+                .agents
+                .remove_if(&reg.dn, |_, l| l.session_id == self.id);
+        }
     }
 
     /// One text frame in, frames out.
@@ -303,6 +349,13 @@ impl Session {
             Request::Register(p) => self.register(id, p),
             Request::Unregister => self.unregister(id),
             Request::Resume(p) => self.resume(id, p),
+            Request::Call(p) => self.call(id, p),
+            Request::Answer(p) => self.answer(id, p),
+            Request::Reject(p) => {
+                self.call_command(id, &p.call_id, CallCommand::Reject(p.status.unwrap_or(486)))
+            }
+            Request::Hangup(p) => self.call_command(id, &p.call_id, CallCommand::Hangup),
+            Request::IceCandidate(p) => self.ice_candidate(id, p),
             Request::NotYet(kind) => vec![protocol::error(
                 Some(&id),
                 ErrorCode::BadRequest,
@@ -353,7 +406,7 @@ impl Session {
             self.app.shared.clone(),
             RegistrationParams {
                 dn: p.dn.clone(),
-                password: Secret::new(p.password),
+                password: Secret::new(p.password.clone()),
                 session_id: self.id.clone(),
                 expires: p.expires.unwrap_or(self.app.cfg.register_expires),
                 retry: self.app.cfg.register_retry,
@@ -367,6 +420,7 @@ impl Session {
             pending_register: Some(id),
             pending_unregister: Vec::new(),
             told: None,
+            password: Secret::new(p.password.clone()),
         });
         Vec::new()
     }
@@ -379,7 +433,7 @@ impl Session {
                 "this connection already is that session",
             );
         }
-        if self.reg.is_some() {
+        if self.reg.is_some() || !self.calls.is_empty() {
             return refuse(
                 ErrorCode::InvalidState,
                 "this session has its own registration; resume from a new connection",
@@ -397,6 +451,128 @@ impl Session {
         };
         self.handover = Some((target, id));
         Vec::new()
+    }
+
+    fn call(&mut self, id: String, p: protocol::CallPayload) -> Vec<String> {
+        let refuse = |code, message: &str| vec![protocol::error(Some(&id), code, message, None)];
+        let Some(reg) = self.reg.as_ref() else {
+            return refuse(ErrorCode::NotRegistered, "register a DN before calling");
+        };
+        if reg.told != Some("registered") {
+            return refuse(
+                ErrorCode::NotRegistered,
+                "the DN is not registered right now",
+            );
+        }
+        let target = if p.to.starts_with("sip:") {
+            p.to.clone()
+        } else {
+            format!("sip:{}@{}", p.to, self.app.cfg.sip_domain)
+        };
+        if rsipstack::sip::Uri::try_from(target.as_str()).is_err() {
+            return refuse(ErrorCode::BadRequest, "payload.to: not a valid SIP URI");
+        }
+        let out = match self.app.media.outbound(&p.sdp) {
+            Ok(out) => out,
+            Err(media::engine::MediaError::Sdp(e)) => {
+                return refuse(ErrorCode::BadRequest, &format!("payload.sdp: {e}"));
+            }
+            Err(e) => return refuse(ErrorCode::MediaFailed, &e.to_string()),
+        };
+        let call_id = random_hex();
+        let mut info = crate::call::driver::call_info(&call_id, &reg.dn, "outbound", &target);
+        info.counters = Some(out.session.counters_handle());
+        self.app.shared.calls.insert(call_id.clone(), info);
+        let headers = p
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+            .collect();
+        info!(call = %call_id, to = %target, "outgoing call");
+        let handle = crate::call::driver::spawn_outgoing(
+            self.app.clone(),
+            crate::call::driver::Outgoing {
+                id: call_id.clone(),
+                dn: reg.dn.clone(),
+                password: reg.password.expose().to_string(),
+                target,
+                sip_offer: out.sip_offer,
+                headers,
+                media: out.session,
+            },
+            self.call_tx.clone(),
+        );
+        self.app.shared.calls.alter(&call_id, |_, mut c| {
+            c.handle = Some(handle.clone());
+            c
+        });
+        self.calls.insert(call_id.clone(), handle);
+        vec![protocol::frame(
+            "result",
+            Some(&id),
+            json!({ "callId": call_id, "sdp": out.browser_answer }),
+        )]
+    }
+
+    fn answer(&mut self, id: String, p: protocol::AnswerPayload) -> Vec<String> {
+        let Some(call) = self.calls.get(&p.call_id) else {
+            return vec![protocol::error(
+                Some(&id),
+                ErrorCode::NoSuchCall,
+                "no such call",
+                None,
+            )];
+        };
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        if !call.send(CallCommand::Answer {
+            sdp: p.sdp,
+            reply: tx,
+        }) {
+            return vec![protocol::error(
+                Some(&id),
+                ErrorCode::NoSuchCall,
+                "the call is over",
+                None,
+            )];
+        }
+        vec![protocol::frame("result", Some(&id), json!({}))]
+    }
+
+    fn call_command(&mut self, id: String, call_id: &str, cmd: CallCommand) -> Vec<String> {
+        match self.calls.get(call_id) {
+            Some(call) if call.send(cmd) => vec![protocol::frame("result", Some(&id), json!({}))],
+            _ => vec![protocol::error(
+                Some(&id),
+                ErrorCode::NoSuchCall,
+                "no such call",
+                None,
+            )],
+        }
+    }
+
+    /// The gateway is ICE-lite and learns the browser's address from its checks, so
+    /// trickled candidates need no action; they are accepted for protocol completeness.
+    fn ice_candidate(&mut self, id: String, p: protocol::IceCandidatePayload) -> Vec<String> {
+        if !self.calls.contains_key(&p.call_id) {
+            return vec![protocol::error(
+                Some(&id),
+                ErrorCode::NoSuchCall,
+                "no such call",
+                None,
+            )];
+        }
+        vec![protocol::frame("result", Some(&id), json!({}))]
+    }
+
+    fn on_call_note(&mut self, note: CallNote) -> Vec<String> {
+        if let Some(handle) = note.handle {
+            self.calls.insert(note.call_id.clone(), handle);
+        }
+        if note.ended {
+            self.calls.remove(&note.call_id);
+        }
+        vec![note.frame]
     }
 
     fn unregister(&mut self, id: String) -> Vec<String> {
@@ -447,6 +623,13 @@ impl Session {
                 if reg.told.replace("registered") != Some("registered") {
                     out.push(state("registered", None, None));
                 }
+                self.app.agents.insert(
+                    dn.clone(),
+                    crate::call::AgentLink {
+                        session_id: self.id.clone(),
+                        inbox: self.call_tx.clone(),
+                    },
+                );
                 out
             }
             RegEvent::Rejected { status, auth } => {
@@ -471,6 +654,9 @@ impl Session {
                     };
                     out.push(protocol::error(Some(&id), code, &message, sip));
                 }
+                self.app
+                    .agents
+                    .remove_if(&dn, |_, l| l.session_id == self.id);
                 self.reg = None;
                 out
             }
@@ -500,6 +686,9 @@ impl Session {
                     out.push(protocol::frame("result", Some(&id), json!({})));
                 }
                 out.push(state("unregistered", None, None));
+                self.app
+                    .agents
+                    .remove_if(&dn, |_, l| l.session_id == self.id);
                 self.reg = None;
                 out
             }

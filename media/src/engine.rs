@@ -1,0 +1,477 @@
+//! The media plane's command API, used by signaling: create a call's media from the first
+//! SDP (a browser offer or a SIP offer), complete it with the other side's SDP, hold, stop.
+//! SDP work happens here, in the caller's thread; packets are the workers' business.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::browser_leg::BrowserRemote;
+use crate::dtls::{role_for_answer, role_from_answer, DtlsCertificate};
+use crate::ports::PortPool;
+use crate::relay::PtMap;
+use crate::sdp::{self, Codec, Direction};
+use crate::stats::{MediaCounters, MediaSnapshot};
+use crate::worker::{self, Command, MediaEvent, NewCall, RelayPlan, WorkerHandle};
+
+/// Settings of the media plane.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Address the sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP and candidates.
+    pub public_ip: IpAddr,
+    /// Port range for SIP-side RTP (and the workers' browser ports, taken first).
+    pub rtp_ports: (u16, u16),
+    /// Worker threads.
+    pub workers: usize,
+    /// Silence on a leg that ends the call.
+    pub media_timeout: Duration,
+}
+
+/// Why media could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The SDP could not be used.
+    #[error("SDP: {0}")]
+    Sdp(#[from] sdp::SdpError),
+    /// The browser asked for a DTLS role we cannot take.
+    #[error("unsupported a=setup {0:?}")]
+    Setup(String),
+    /// No codec both legs can carry without transcoding.
+    #[error("no common codec")]
+    NoCommonCodec,
+    /// The port range is used up.
+    #[error("{0}")]
+    Ports(#[from] crate::ports::Exhausted),
+    /// A socket could not be opened.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// DTLS set-up failed.
+    #[error("DTLS: {0}")]
+    Dtls(#[from] crate::dtls::DtlsError),
+    /// The call is unknown or its worker is gone.
+    #[error("media session is gone")]
+    Gone,
+}
+
+/// The media plane: workers, the DTLS certificate, the port pool.
+pub struct MediaEngine {
+    cfg: MediaConfig,
+    cert: Arc<DtlsCertificate>,
+    workers: Vec<WorkerHandle>,
+    ports: Arc<Mutex<PortPool>>,
+    next_worker: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// One call's media, owned by the call.
+pub struct MediaSession {
+    id: u64,
+    port: u16,
+    engine: Arc<MediaEngine>,
+    worker: usize,
+    /// Events from the worker.
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    counters: Arc<MediaCounters>,
+    /// Codecs we offered or answered toward the browser (browser payload types).
+    browser_codecs: Vec<Codec>,
+    /// Codecs we offered or answered toward SIP (SIP payload types).
+    sip_codecs: Vec<Codec>,
+    /// The codec relayed, once both sides are known.
+    chosen: Option<Codec>,
+    sdp_version: u64,
+    session_id: u64,
+    direction: Direction,
+    stopped: bool,
+}
+
+/// Media for an outgoing call, made from the browser's offer.
+pub struct Outbound {
+    /// Our answer for the browser.
+    pub browser_answer: String,
+    /// Our offer for the SIP INVITE.
+    pub sip_offer: String,
+    /// The session.
+    pub session: MediaSession,
+}
+
+/// Media for an incoming call, made from the SIP offer.
+pub struct Inbound {
+    /// Our offer for the browser (`incomingCall`).
+    pub browser_offer: String,
+    /// Our answer for the SIP 200 OK.
+    pub sip_answer: String,
+    /// The session.
+    pub session: MediaSession,
+}
+
+/// Passthrough codecs with telephone-event at the end, in our preference order.
+fn with_dtmf(mut codecs: Vec<Codec>, all: &[Codec]) -> Vec<Codec> {
+    let clock = codecs.first().map(|c| c.clock_rate).unwrap_or(8000);
+    if let Some(te) = all
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == clock)
+        .or_else(|| {
+            all.iter()
+                .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
+        })
+    {
+        codecs.push(te.clone());
+    }
+    codecs
+}
+
+impl MediaEngine {
+    /// Starts the workers, each with a browser port from the range.
+    pub fn start(cfg: MediaConfig) -> Result<Arc<MediaEngine>, MediaError> {
+        let cert = Arc::new(DtlsCertificate::generate()?);
+        let mut pool = PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1);
+        let mut workers = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let socket = loop {
+                let port = pool.allocate()?;
+                match UdpSocket::bind(SocketAddr::new(cfg.bind_ip, port)) {
+                    Ok(s) => break s,
+                    // Taken by someone else: leave it out of the pool and try the next.
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            workers.push(worker::spawn(format!("media-{i}"), socket, cert.clone())?);
+        }
+        Ok(Arc::new(MediaEngine {
+            cfg,
+            cert,
+            workers,
+            ports: Arc::new(Mutex::new(pool)),
+            next_worker: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The DTLS fingerprint every browser leg presents.
+    pub fn fingerprint(&self) -> &str {
+        self.cert.fingerprint()
+    }
+
+    fn bind_rtp(&self) -> Result<(u16, UdpSocket), MediaError> {
+        let mut pool = match self.ports.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        for _ in 0..pool.available().max(1) {
+            let port = pool.allocate()?;
+            match UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port)) {
+                Ok(s) => return Ok((port, s)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    pool.release(port);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(crate::ports::Exhausted {
+            low: self.cfg.rtp_ports.0,
+            high: self.cfg.rtp_ports.1,
+        }
+        .into())
+    }
+
+    fn new_session(
+        self: &Arc<Self>,
+        remote: Option<BrowserRemote>,
+        browser_codecs: Vec<Codec>,
+        sip_codecs: Vec<Codec>,
+    ) -> Result<(MediaSession, String, String, u16, u32), MediaError> {
+        let (port, rtp) = self.bind_rtp()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(MediaCounters::default());
+        let (ufrag, pwd) = crate::ice_lite::random_credentials();
+        let ssrc_to_browser = rand::random::<u32>();
+        let sent = self.workers[worker].send(Command::Add(Box::new(NewCall {
+            id,
+            ice_ufrag: ufrag.clone(),
+            ice_pwd: pwd.clone(),
+            remote,
+            rtp,
+            ssrc_to_browser,
+            ssrc_to_sip: rand::random::<u32>(),
+            media_timeout: self.cfg.media_timeout,
+            events: tx,
+            counters: counters.clone(),
+        })));
+        let session = MediaSession {
+            id,
+            port,
+            engine: self.clone(),
+            worker,
+            events: rx,
+            counters,
+            browser_codecs,
+            sip_codecs,
+            chosen: None,
+            sdp_version: 1,
+            session_id: rand::random::<u32>().into(),
+            direction: Direction::SendRecv,
+            stopped: false,
+        };
+        if !sent {
+            return Err(MediaError::Gone);
+        }
+        Ok((session, ufrag, pwd, port, ssrc_to_browser))
+    }
+
+    /// Media for an outgoing call: the browser's offer in, its answer and our SIP offer out.
+    pub fn outbound(self: &Arc<Self>, browser_offer: &str) -> Result<Outbound, MediaError> {
+        let offer = sdp::parse_webrtc(browser_offer)?;
+        let (role, setup) =
+            role_for_answer(&offer.setup).ok_or_else(|| MediaError::Setup(offer.setup.clone()))?;
+        let passthrough = sdp::passthrough_candidates(&offer.codecs);
+        if passthrough.is_empty() {
+            return Err(MediaError::NoCommonCodec);
+        }
+        let codecs = with_dtmf(passthrough, &offer.codecs);
+        let remote = BrowserRemote {
+            ice_ufrag: offer.ice_ufrag.clone(),
+            ice_pwd: offer.ice_pwd.clone(),
+            fingerprint: offer.fingerprint.clone(),
+            role,
+        };
+        let (session, ufrag, pwd, port, ssrc) =
+            self.new_session(Some(remote), codecs.clone(), codecs.clone())?;
+        let worker_port = self.workers[session.worker].browser_port;
+        let browser_answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
+            offer: browser_offer,
+            ip: self.cfg.public_ip,
+            port: worker_port,
+            ice_ufrag: &ufrag,
+            ice_pwd: &pwd,
+            fingerprint: self.cert.fingerprint(),
+            setup,
+            codecs: &codecs,
+            direction: Direction::SendRecv,
+            ssrc,
+            cname: "gateway",
+        })?;
+        let sip_offer = sdp::build_plain(&sdp::PlainParams {
+            ip: self.cfg.public_ip,
+            port,
+            codecs: &codecs,
+            direction: Direction::SendRecv,
+            session_id: session.session_id,
+            session_version: session.sdp_version,
+            ptime: 20,
+        })?;
+        Ok(Outbound {
+            browser_answer,
+            sip_offer,
+            session,
+        })
+    }
+
+    /// Media for an incoming call: the SIP offer in, our SIP answer and browser offer out.
+    pub fn inbound(self: &Arc<Self>, sip_offer: &str) -> Result<Inbound, MediaError> {
+        let offer = sdp::parse_plain(sip_offer)?;
+        let candidates = sdp::passthrough_candidates(&offer.codecs);
+        let Some(first) = candidates.first().cloned() else {
+            return Err(MediaError::NoCommonCodec);
+        };
+        let sip_codecs = with_dtmf(vec![first.clone()], &offer.codecs);
+        // Toward the browser we use the far end's payload types: nothing to remap.
+        let browser_codecs = sip_codecs.clone();
+        let (mut session, ufrag, pwd, port, ssrc) =
+            self.new_session(None, browser_codecs.clone(), sip_codecs.clone())?;
+        let worker_port = self.workers[session.worker].browser_port;
+        let direction = offer.direction.reversed();
+        session.direction = direction;
+        let browser_offer = sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
+            ip: self.cfg.public_ip,
+            port: worker_port,
+            ice_ufrag: &ufrag,
+            ice_pwd: &pwd,
+            fingerprint: self.cert.fingerprint(),
+            codecs: &browser_codecs,
+            direction,
+            ssrc,
+            cname: "gateway",
+            session_id: session.session_id,
+            session_version: session.sdp_version,
+        })?;
+        let sip_answer = sdp::build_plain_answer(
+            sip_offer,
+            &sdp::PlainParams {
+                ip: self.cfg.public_ip,
+                port,
+                codecs: &sip_codecs,
+                direction,
+                session_id: session.session_id,
+                session_version: session.sdp_version,
+                ptime: offer.ptime.unwrap_or(20),
+            },
+        )?;
+        session.apply_sip(&offer, &sip_codecs)?;
+        Ok(Inbound {
+            browser_offer,
+            sip_answer,
+            session,
+        })
+    }
+
+    fn release_port(&self, port: u16) {
+        match self.ports.lock() {
+            Ok(mut p) => p.release(port),
+            Err(p) => p.into_inner().release(port),
+        }
+    }
+}
+
+impl MediaSession {
+    /// Engine-wide id of this media session.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The SIP leg's local RTP port.
+    pub fn rtp_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The live counters, for views that outlive a borrow of the session.
+    pub fn counters_handle(&self) -> Arc<MediaCounters> {
+        self.counters.clone()
+    }
+
+    /// Packet counters.
+    pub fn counters(&self) -> MediaSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The relayed codec's name, once known.
+    pub fn codec(&self) -> Option<&str> {
+        self.chosen.as_ref().map(|c| c.name.as_str())
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), MediaError> {
+        if self.engine.workers[self.worker].send(cmd) {
+            Ok(())
+        } else {
+            Err(MediaError::Gone)
+        }
+    }
+
+    /// The far end's SDP answer (or a re-INVITE's offer): address, codec, hold state.
+    pub fn set_sip_remote(&mut self, sip_sdp: &str) -> Result<Direction, MediaError> {
+        let desc = sdp::parse_plain(sip_sdp)?;
+        let ours = self.sip_codecs.clone();
+        self.apply_sip(&desc, &ours)?;
+        Ok(desc.direction)
+    }
+
+    fn apply_sip(
+        &mut self,
+        desc: &sdp::PlainDescription,
+        ours: &[Codec],
+    ) -> Result<(), MediaError> {
+        let (our, their) =
+            sdp::choose_common(ours, &desc.codecs).ok_or(MediaError::NoCommonCodec)?;
+        // Browser payload type of the same codec.
+        let browser = self
+            .browser_codecs
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&our.name) && c.clock_rate == our.clock_rate)
+            .cloned()
+            .ok_or(MediaError::NoCommonCodec)?;
+        let mut to_sip = PtMap::new();
+        let mut to_browser = PtMap::new();
+        let _ = to_sip.insert(browser.pt, their.pt);
+        let _ = to_browser.insert(their.pt, browser.pt);
+        if let Some((b_te, s_te)) =
+            sdp::common_dtmf(&self.browser_codecs, &desc.codecs, our.clock_rate)
+        {
+            let _ = to_sip.insert(b_te.pt, s_te.pt);
+            let _ = to_browser.insert(s_te.pt, b_te.pt);
+        }
+        let addr = (desc.port != 0).then_some(SocketAddr::new(desc.addr, desc.port));
+        let held =
+            matches!(desc.direction, Direction::SendOnly | Direction::Inactive) || addr.is_none();
+        self.chosen = Some(browser);
+        self.send(Command::SetSipRemote {
+            id: self.id,
+            addr,
+            plan: RelayPlan {
+                to_sip,
+                to_browser,
+                clock_rate: our.clock_rate,
+            },
+        })?;
+        self.send(Command::Hold { id: self.id, held })
+    }
+
+    /// The browser's answer to our offer (incoming calls).
+    pub fn set_browser_answer(&mut self, answer: &str) -> Result<(), MediaError> {
+        let desc = sdp::parse_webrtc(answer)?;
+        let role =
+            role_from_answer(&desc.setup).ok_or_else(|| MediaError::Setup(desc.setup.clone()))?;
+        self.send(Command::SetBrowserRemote {
+            id: self.id,
+            remote: BrowserRemote {
+                ice_ufrag: desc.ice_ufrag,
+                ice_pwd: desc.ice_pwd,
+                fingerprint: desc.fingerprint,
+                role,
+            },
+        })
+    }
+
+    /// Hold from our side or theirs: nothing flows, silence is no time-out.
+    pub fn set_hold(&self, held: bool) -> Result<(), MediaError> {
+        self.send(Command::Hold { id: self.id, held })
+    }
+
+    /// Our SDP offer for a re-INVITE toward SIP (hold: `sendonly`, resume: `sendrecv`).
+    pub fn sip_reoffer(&mut self, direction: Direction) -> Result<String, MediaError> {
+        self.sdp_version += 1;
+        self.direction = direction;
+        Ok(sdp::build_plain(&sdp::PlainParams {
+            ip: self.engine.cfg.public_ip,
+            port: self.port,
+            codecs: &self.sip_codecs,
+            direction,
+            session_id: self.session_id,
+            session_version: self.sdp_version,
+            ptime: 20,
+        })?)
+    }
+
+    /// Stops the media and waits (briefly) for the worker to close its sockets, so the
+    /// port can be reused at once.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self
+            .send(Command::Remove {
+                id: self.id,
+                done: Some(tx),
+            })
+            .is_ok()
+        {
+            let _ = rx.recv_timeout(Duration::from_millis(500));
+        }
+        self.engine.release_port(self.port);
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

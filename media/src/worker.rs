@@ -1,0 +1,565 @@
+//! A media worker: one thread that owns its sockets and its calls' media state, and relays
+//! packets between browser legs and plain RTP legs. Signaling talks to it only through
+//! [`Command`]s drained between batches; it answers with [`MediaEvent`]s. Per packet there is
+//! no lock, no channel, no task wake-up and no allocation in our code.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::browser_leg::{BrowserLeg, BrowserRemote, Received};
+use crate::dtls::DtlsCertificate;
+use crate::relay::{PtMap, StreamRewriter};
+use crate::rtp_leg::RtpPeer;
+use crate::stats::{MediaCounters, ReceiveStats};
+
+const WAKER: Token = Token(0);
+const BROWSER: Token = Token(1);
+/// Housekeeping cadence: DTLS timers, time-outs, stats publication.
+const TICK: Duration = Duration::from_millis(20);
+/// Largest datagram relayed.
+const MTU: usize = 1500;
+/// How long a browser leg may take to complete ICE and DTLS.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a call's media reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS completed; SRTP is keyed.
+    BrowserConnected,
+    /// The browser leg failed (DTLS error, consent lost, connect time-out).
+    BrowserFailed(String),
+    /// No media from a leg for the configured time.
+    Timeout {
+        /// Which leg went silent: `browser` or `sip`.
+        leg: &'static str,
+    },
+}
+
+/// The codec plan between the legs, set when both sides' SDP is known.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayPlan {
+    /// Browser payload types to SIP payload types.
+    pub to_sip: PtMap,
+    /// SIP payload types to browser payload types.
+    pub to_browser: PtMap,
+    /// Clock rate of the relayed codec.
+    pub clock_rate: u32,
+}
+
+/// A request from signaling.
+pub enum Command {
+    /// A new call's media.
+    Add(Box<NewCall>),
+    /// The browser's description is known.
+    SetBrowserRemote {
+        /// Call.
+        id: u64,
+        /// Its description.
+        remote: BrowserRemote,
+    },
+    /// The far end's address and the codec plan.
+    SetSipRemote {
+        /// Call.
+        id: u64,
+        /// Where the far end wants media; `None` = none (hold, port 0).
+        addr: Option<SocketAddr>,
+        /// Codec plan.
+        plan: RelayPlan,
+    },
+    /// Hold state: while held, nothing is sent to the far end and silence is no time-out.
+    Hold {
+        /// Call.
+        id: u64,
+        /// Held by either side.
+        held: bool,
+    },
+    /// Ends a call's media; `done` is signalled once its sockets are closed.
+    Remove {
+        /// Call.
+        id: u64,
+        /// Completion.
+        done: Option<mpsc::Sender<()>>,
+    },
+    /// Stops the worker.
+    Shutdown,
+}
+
+/// Everything a worker needs to take on a call.
+pub struct NewCall {
+    /// Engine-wide call id.
+    pub id: u64,
+    /// Our ICE credentials.
+    pub ice_ufrag: String,
+    /// Our ICE password.
+    pub ice_pwd: String,
+    /// The browser's description, when it came first (outgoing calls).
+    pub remote: Option<BrowserRemote>,
+    /// The SIP leg's RTP socket (bound from the port range).
+    pub rtp: std::net::UdpSocket,
+    /// SSRC we send to the browser.
+    pub ssrc_to_browser: u32,
+    /// SSRC we send to the SIP side.
+    pub ssrc_to_sip: u32,
+    /// Silence that ends the call.
+    pub media_timeout: Duration,
+    /// Where events go.
+    pub events: UnboundedSender<MediaEvent>,
+    /// Counters read by REST.
+    pub counters: Arc<MediaCounters>,
+}
+
+struct Call {
+    id: u64,
+    leg: BrowserLeg,
+    browser_addr: Option<SocketAddr>,
+    rtp: UdpSocket,
+    peer: RtpPeer,
+    to_sip: StreamRewriter,
+    to_browser: StreamRewriter,
+    plan: Option<RelayPlan>,
+    sip_rx: ReceiveStats,
+    browser_rx: ReceiveStats,
+    counters: Arc<MediaCounters>,
+    events: UnboundedSender<MediaEvent>,
+    created: Instant,
+    media_timeout: Duration,
+    last_browser_rx: Option<Instant>,
+    sip_since: Option<Instant>,
+    held: bool,
+    finished: bool,
+}
+
+/// A handle to a running worker.
+pub struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    /// The worker's browser-facing UDP port.
+    pub browser_port: u16,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Sends a command and wakes the worker.
+    pub fn send(&self, cmd: Command) -> bool {
+        if self.commands.send(cmd).is_err() {
+            return false;
+        }
+        self.waker.wake().is_ok()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a worker whose browser socket is `browser_socket`.
+pub fn spawn(
+    name: String,
+    browser_socket: std::net::UdpSocket,
+    cert: Arc<DtlsCertificate>,
+) -> io::Result<WorkerHandle> {
+    browser_socket.set_nonblocking(true)?;
+    let browser_port = browser_socket.local_addr()?.port();
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let mut browser = UdpSocket::from_std(browser_socket);
+    poll.registry()
+        .register(&mut browser, BROWSER, Interest::READABLE)?;
+    let (tx, rx) = mpsc::channel();
+    let mut worker = Worker {
+        poll,
+        browser,
+        cert,
+        commands: rx,
+        calls: Vec::new(),
+        by_id: HashMap::new(),
+        by_ufrag: HashMap::new(),
+        by_addr: HashMap::new(),
+        buf: vec![0u8; MTU + 64],
+        scratch: Vec::with_capacity(MTU + 64),
+        running: true,
+    };
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker.run())?;
+    Ok(WorkerHandle {
+        commands: tx,
+        waker,
+        browser_port,
+        thread: Some(thread),
+    })
+}
+
+struct Worker {
+    poll: Poll,
+    browser: UdpSocket,
+    cert: Arc<DtlsCertificate>,
+    commands: mpsc::Receiver<Command>,
+    calls: Vec<Option<Call>>,
+    by_id: HashMap<u64, usize>,
+    by_ufrag: HashMap<String, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    running: bool,
+}
+
+fn rtp_token(slot: usize) -> Token {
+    Token(2 + slot)
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_tick = Instant::now() + TICK;
+        while self.running {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media worker poll failed");
+                    return;
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.drain_commands(),
+                    BROWSER => self.read_browser(),
+                    Token(t) => self.read_rtp(t - 2),
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+        let now = Instant::now();
+        for slot in 0..self.calls.len() {
+            self.remove_slot(slot, now);
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            let now = Instant::now();
+            match cmd {
+                Command::Add(new) => self.add(*new, now),
+                Command::SetBrowserRemote { id, remote } => {
+                    let cert = self.cert.clone();
+                    if let Some(call) = self.call_mut(id) {
+                        if let Err(e) = call.leg.set_remote(&remote, &cert, now) {
+                            call.fail(e.to_string());
+                        }
+                    }
+                }
+                Command::SetSipRemote { id, addr, plan } => {
+                    if let Some(call) = self.call_mut(id) {
+                        call.peer.set_signalled(addr);
+                        if call.plan.is_none_or(|p| p.clock_rate != plan.clock_rate) {
+                            call.to_sip.set_clock_rate(plan.clock_rate);
+                            call.to_browser.set_clock_rate(plan.clock_rate);
+                        }
+                        call.plan = Some(plan);
+                        call.sip_since = Some(now);
+                    }
+                }
+                Command::Hold { id, held } => {
+                    if let Some(call) = self.call_mut(id) {
+                        call.held = held;
+                        call.peer.set_hold(held);
+                        // Silence during hold is expected; the clock restarts on resume.
+                        call.sip_since = Some(now);
+                        call.last_browser_rx = call.last_browser_rx.map(|_| now);
+                    }
+                }
+                Command::Remove { id, done } => {
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        self.remove_slot(slot, now);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                Command::Shutdown => self.running = false,
+            }
+        }
+    }
+
+    fn call_mut(&mut self, id: u64) -> Option<&mut Call> {
+        let slot = *self.by_id.get(&id)?;
+        self.calls.get_mut(slot)?.as_mut()
+    }
+
+    fn add(&mut self, new: NewCall, now: Instant) {
+        let slot = match self.calls.iter().position(Option::is_none) {
+            Some(s) => s,
+            None => {
+                self.calls.push(None);
+                self.calls.len() - 1
+            }
+        };
+        let fail = |events: &UnboundedSender<MediaEvent>, why: String| {
+            let _ = events.send(MediaEvent::BrowserFailed(why));
+        };
+        if let Err(e) = new.rtp.set_nonblocking(true) {
+            return fail(&new.events, format!("RTP socket: {e}"));
+        }
+        let mut rtp = UdpSocket::from_std(new.rtp);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut rtp, rtp_token(slot), Interest::READABLE)
+        {
+            return fail(&new.events, format!("RTP socket: {e}"));
+        }
+        let mut leg = BrowserLeg::new(new.ice_ufrag.clone(), new.ice_pwd);
+        if let Some(remote) = &new.remote {
+            if let Err(e) = leg.set_remote(remote, &self.cert, now) {
+                let _ = self.poll.registry().deregister(&mut rtp);
+                return fail(&new.events, e.to_string());
+            }
+        }
+        self.by_id.insert(new.id, slot);
+        self.by_ufrag.insert(new.ice_ufrag, slot);
+        self.calls[slot] = Some(Call {
+            id: new.id,
+            leg,
+            browser_addr: None,
+            rtp,
+            peer: RtpPeer::new(),
+            to_sip: StreamRewriter::new(new.ssrc_to_sip, 8000),
+            to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
+            plan: None,
+            sip_rx: ReceiveStats::default(),
+            browser_rx: ReceiveStats::default(),
+            counters: new.counters,
+            events: new.events,
+            created: now,
+            media_timeout: new.media_timeout,
+            last_browser_rx: None,
+            sip_since: None,
+            held: false,
+            finished: false,
+        });
+    }
+
+    fn remove_slot(&mut self, slot: usize, now: Instant) {
+        let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let browser = &self.browser;
+        call.leg.close(now, &mut |data, to| {
+            let _ = browser.send_to(data, to);
+        });
+        let _ = self.poll.registry().deregister(&mut call.rtp);
+        self.by_id.remove(&call.id);
+        self.by_ufrag.remove(call.leg.local_ufrag());
+        if let Some(addr) = call.browser_addr {
+            self.by_addr.remove(&addr);
+        }
+    }
+
+    /// Datagrams on the shared browser socket: demultiplexed by address, or for a new
+    /// address by the ICE username of its STUN check.
+    fn read_browser(&mut self) {
+        loop {
+            let (n, from) = match self.browser.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            let slot = match self.by_addr.get(&from) {
+                Some(&s) => s,
+                None => {
+                    let data = &self.buf[..n];
+                    let found = crate::ice_lite::is_stun(data)
+                        .then(|| crate::ice_lite::local_ufrag(data))
+                        .flatten()
+                        .and_then(|u| self.by_ufrag.get(&u).copied());
+                    match found {
+                        Some(s) => s,
+                        None => continue,
+                    }
+                }
+            };
+            let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let browser = &self.browser;
+            let mut send = |data: &[u8], to: SocketAddr| {
+                let _ = browser.send_to(data, to);
+            };
+            let result =
+                call.leg
+                    .on_datagram(&self.buf[..n], from, now, &mut self.scratch, &mut send);
+            // Follow the browser to the address it nominated.
+            let selected = call.leg.selected();
+            if selected != call.browser_addr {
+                if let Some(old) = call.browser_addr.take() {
+                    self.by_addr.remove(&old);
+                }
+                if let Some(new) = selected {
+                    self.by_addr.insert(new, slot);
+                    call.browser_addr = Some(new);
+                }
+            }
+            match result {
+                Ok(Received::Connected) => {
+                    let _ = call.events.send(MediaEvent::BrowserConnected);
+                }
+                Ok(Received::Rtp) => call.relay_to_sip(&mut self.scratch, now),
+                Ok(Received::Rtcp) | Ok(Received::Nothing) => {}
+                Err(e) => call.fail(e.to_string()),
+            }
+        }
+    }
+
+    /// Datagrams on a call's SIP-side RTP socket.
+    fn read_rtp(&mut self, slot: usize) {
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        loop {
+            let (n, from) = match call.rtp.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            if !call.peer.on_receive(from, now) {
+                continue;
+            }
+            call.counters.received(n);
+            let packet = &mut self.buf[..n];
+            if crate::browser_leg::is_rtcp(packet) || !crate::relay::header::is_rtp(packet) {
+                continue;
+            }
+            let Some(plan) = call.plan else { continue };
+            call.sip_rx.on_packet(
+                crate::relay::header::seq(packet),
+                crate::relay::header::ts(packet),
+                now,
+                plan.clock_rate,
+            );
+            if call
+                .to_browser
+                .rewrite(packet, &plan.to_browser, now)
+                .is_err()
+            {
+                continue;
+            }
+            let Some(to) = call.browser_addr else {
+                continue;
+            };
+            if call.leg.protect_rtp(packet, &mut self.scratch)
+                && self.browser.send_to(&self.scratch, to).is_ok()
+            {
+                call.counters.sent(self.scratch.len());
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for slot in 0..self.calls.len() {
+            let Some(call) = self.calls[slot].as_mut() else {
+                continue;
+            };
+            if call.leg.poll_timeout().is_some_and(|t| t <= now) {
+                let browser = &self.browser;
+                let mut send = |data: &[u8], to: SocketAddr| {
+                    let _ = browser.send_to(data, to);
+                };
+                match call.leg.handle_timeout(now, &mut send) {
+                    Ok(Received::Connected) => {
+                        let _ = call.events.send(MediaEvent::BrowserConnected);
+                    }
+                    Ok(_) => {}
+                    Err(e) => call.fail(e.to_string()),
+                }
+            }
+            call.check_timeouts(now);
+            if let Some(plan) = call.plan {
+                call.counters.publish(&call.sip_rx, plan.clock_rate);
+            }
+        }
+    }
+}
+
+impl Call {
+    fn relay_to_sip(&mut self, plain: &mut [u8], now: Instant) {
+        self.counters.received(plain.len());
+        self.last_browser_rx = Some(now);
+        let Some(plan) = self.plan else { return };
+        self.browser_rx.on_packet(
+            crate::relay::header::seq(plain),
+            crate::relay::header::ts(plain),
+            now,
+            plan.clock_rate,
+        );
+        if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
+            return;
+        }
+        if let Some(to) = self.peer.destination() {
+            if self.rtp.send_to(plain, to).is_ok() {
+                self.counters.sent(plain.len());
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.events.send(MediaEvent::BrowserFailed(why));
+        }
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        if !self.leg.is_connected() {
+            if now.saturating_duration_since(self.created) > CONNECT_TIMEOUT {
+                self.fail("ICE/DTLS did not complete".into());
+            }
+            return;
+        }
+        if self.leg.consent_expired(now) {
+            self.fail("ICE consent lost".into());
+            return;
+        }
+        if self.held {
+            return;
+        }
+        let silent = |since: Option<Instant>| {
+            since.is_some_and(|t| now.saturating_duration_since(t) > self.media_timeout)
+        };
+        let browser_since = self.last_browser_rx.or(Some(self.created));
+        let sip_since = self.peer.last_rx().or(self.sip_since);
+        let leg = if self.sip_since.is_some() && silent(sip_since) {
+            Some("sip")
+        } else if silent(browser_since) {
+            Some("browser")
+        } else {
+            None
+        };
+        if let Some(leg) = leg {
+            self.finished = true;
+            let _ = self.events.send(MediaEvent::Timeout { leg });
+        }
+    }
+}
