@@ -4,3 +4,5 @@
 pub mod client;
 pub mod gateway;
 pub mod kamailio;
+pub mod peer;
+pub mod sipp;

@@ -53,7 +53,15 @@ impl Sipp {
             .args(["-sf", &format!("{SCENARIOS}/{scenario}")])
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-            .args(["-m", "1", "-t", "u1", "-nostdin", "-trace_err", "-trace_msg"])
+            .args([
+                "-m",
+                "1",
+                "-t",
+                "u1",
+                "-nostdin",
+                "-trace_err",
+                "-trace_msg",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
