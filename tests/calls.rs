@@ -111,3 +111,175 @@ async fn outbound_call_echoes_audio_and_hangs_up_with_bye() {
     assert_eq!(active["calls"], json!([]), "{active}");
     peer.close().await;
 }
+
+/// One second of a 1000 Hz tone as raw µ-law, for SIPp's `rtp_stream`.
+fn tone_ulaw() -> Vec<u8> {
+    let mut g = common::peer::ToneGenerator::new(1000.0, 8000, 8000.0);
+    common::peer::encode_g711(&g.next_samples(8000), true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inbound_call_is_offered_answered_and_ended_by_the_far_end() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+
+    let tone = tone_ulaw();
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let mut caller = Sipp::start_with_files(
+        "uac_stream.xml",
+        None,
+        &["-s", "5001", &kam_addr],
+        &[("tone.ulaw", &tone)],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    let call_id = offer["payload"]["callId"]
+        .as_str()
+        .expect("callId")
+        .to_string();
+    assert!(
+        offer["payload"]["from"]
+            .as_str()
+            .is_some_and(|f| f.contains("sipp")),
+        "{offer}"
+    );
+    assert!(
+        offer["payload"]["to"]
+            .as_str()
+            .is_some_and(|t| t.contains("5001")),
+        "{offer}"
+    );
+    let sdp = offer["payload"]["sdp"].as_str().expect("offer sdp");
+    assert!(
+        sdp.contains("a=ice-lite") && sdp.contains("a=setup:actpass"),
+        "{sdp}"
+    );
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"][0]["direction"], "inbound", "{active}");
+
+    let peer = Peer::new(g711_peer()).await;
+    let answer = peer.accept_offer(sdp).await;
+    let r = c
+        .request("answer", json!({"callId": call_id, "sdp": answer}))
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    let answered = c.event("answered", WAIT).await;
+    assert_eq!(answered["payload"]["callId"], call_id.as_str());
+    assert!(
+        peer.wait_connected(Duration::from_secs(10)).await,
+        "ICE/DTLS did not complete:\n{}",
+        gw.log()
+    );
+
+    let h = c.event("hangup", Duration::from_secs(10)).await;
+    assert_eq!(h["payload"]["by"], "remote", "{h}");
+    assert_eq!(h["payload"]["callId"], call_id.as_str());
+    let pcm = peer.received_pcm();
+    assert!(
+        pcm.len() >= 8000,
+        "only {} samples of far-end audio arrived",
+        pcm.len()
+    );
+    let f = common::peer::dominant_frequency(&pcm, 8000);
+    assert!(
+        (980.0..=1020.0).contains(&f),
+        "far-end tone measured at {f} Hz"
+    );
+    let status = caller.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        caller.traces()
+    );
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_far_end_ends_the_call_with_bye_after_the_rtp_timeout() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let mut phone = echo_phone(&kam, "1003", "pass1003");
+    let gw = Gateway::start(&kam.uri(), &["--rtp-timeout", "3"]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let offer = peer.create_offer().await;
+    let r = c.request("call", json!({"to": "1003", "sdp": offer})).await;
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    // One second of media, echoed; then everything goes quiet.
+    peer.send_numbered(50, 160);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quiet = Instant::now();
+    let h = c.event("hangup", Duration::from_secs(10)).await;
+    assert_eq!(h["payload"]["cause"], "media_timeout", "{h}");
+    assert_eq!(h["payload"]["by"], "server");
+    assert!(
+        quiet.elapsed() <= Duration::from_secs(3 + 2),
+        "took {:?}",
+        quiet.elapsed()
+    );
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no BYE at SIPp: {status:?}\n{}",
+        phone.traces()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unregistered_callee_and_cancel_while_ringing() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+
+    // 1004 exists at the registrar but is not registered.
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1004", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "remote", "{h}");
+    assert!(
+        matches!(h["payload"]["sipStatus"].as_u64(), Some(404 | 480)),
+        "{h}"
+    );
+
+    // A phone that rings and never answers; the agent gives up.
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let mut phone = Sipp::start("uas_ring_cancel.xml", Some(port), &[]);
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    c.event("ringing", WAIT).await;
+    let r = c.request("hangup", json!({"callId": call_id})).await;
+    assert_eq!(r["type"], "result");
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local");
+    let status = phone.wait(Duration::from_secs(8));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIPp saw no CANCEL: {status:?}\n{}",
+        phone.traces()
+    );
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"], json!([]));
+
+    // Errors for calls that do not exist.
+    let r = c.request("hangup", json!({"callId": "nope"})).await;
+    assert_eq!(r["payload"]["code"], "no_such_call");
+}

@@ -68,7 +68,7 @@ impl SipUa {
     /// returned for [`serve_incoming`]; the caller decides where they go.
     pub async fn start(cfg: Arc<Config>) -> Result<(Arc<SipUa>, TransactionReceiver), SipError> {
         let cancel = CancellationToken::new();
-        let transport_layer = TransportLayer::new(cancel.child_token());
+        let mut transport_layer = TransportLayer::new(cancel.child_token());
         let external = Some(cfg.sip_public_addr());
 
         let udp =
@@ -90,6 +90,21 @@ impl SipUa {
         })?;
         let tcp = TcpListenerConnection::new(cfg.sip_listen, external).await?;
         transport_layer.add_transport(tcp.into());
+
+        let upstream = SipAddr {
+            r#type: Some(match cfg.upstream_transport {
+                SipTransport::Udp => sip::Transport::Udp,
+                SipTransport::Tcp => sip::Transport::Tcp,
+            }),
+            addr: sip::HostWithPort::try_from(format!(
+                "{}:{}",
+                cfg.upstream_host, cfg.upstream_port
+            ))
+            .map_err(rsipstack::Error::from)?,
+        };
+        // The upstream is our outbound proxy (RFC 3261 §8.1.2): every request we send, in a
+        // dialog or not, CANCEL included, leaves toward it, whatever its Request-URI says.
+        transport_layer.outbound = Some(upstream.clone());
 
         let endpoint = EndpointBuilder::new()
             .with_user_agent(USER_AGENT)
@@ -115,17 +130,6 @@ impl SipUa {
             }
         });
 
-        let upstream = SipAddr {
-            r#type: Some(match cfg.upstream_transport {
-                SipTransport::Udp => sip::Transport::Udp,
-                SipTransport::Tcp => sip::Transport::Tcp,
-            }),
-            addr: sip::HostWithPort::try_from(format!(
-                "{}:{}",
-                cfg.upstream_host, cfg.upstream_port
-            ))
-            .map_err(rsipstack::Error::from)?,
-        };
         info!(listen = %cfg.sip_listen, public = %cfg.sip_public_addr(), upstream = %cfg.sip_upstream, "SIP user agent started");
         Ok((
             Arc::new(SipUa {

@@ -64,7 +64,10 @@ impl Gateway {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(&args)
-            .env("RUST_LOG", "info,gateway=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| "info,gateway=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
@@ -169,7 +172,7 @@ impl Drop for Gateway {
         let _ = self.child.wait();
         if std::thread::panicking() {
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = log.lines().rev().take(400).collect();
             eprintln!("--- gateway log tail ---");
             for l in tail.iter().rev() {
                 eprintln!("{l}");

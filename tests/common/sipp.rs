@@ -37,8 +37,18 @@ pub fn register(registrar_port: u16, port: u16, user: &str, pass: &str) -> bool 
 }
 
 impl Sipp {
-    /// Starts SIPp with `scenario` on a free port (or `port`), echoing RTP when `echo`.
+    /// Starts SIPp with `scenario` on a free port (or `port`) and `extra` arguments.
     pub fn start(scenario: &str, port: Option<u16>, extra: &[&str]) -> Sipp {
+        Self::start_with_files(scenario, port, extra, &[])
+    }
+
+    /// Like [`Sipp::start`], with `files` written into SIPp's working directory first.
+    pub fn start_with_files(
+        scenario: &str,
+        port: Option<u16>,
+        extra: &[&str],
+        files: &[(&str, &[u8])],
+    ) -> Sipp {
         let port = port.unwrap_or_else(pick_port);
         let media_port = loop {
             let p = pick_port() & !1;
@@ -48,6 +58,9 @@ impl Sipp {
         };
         let dir = std::env::temp_dir().join(format!("sipp-{}-{port}", std::process::id()));
         fs::create_dir_all(&dir).expect("sipp dir");
+        for (name, data) in files {
+            fs::write(dir.join(name), data).expect("sipp file");
+        }
         let child = Command::new("sipp")
             .current_dir(&dir)
             .args(["-sf", &format!("{SCENARIOS}/{scenario}")])
