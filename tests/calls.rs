@@ -283,3 +283,70 @@ async fn unregistered_callee_and_cancel_while_ringing() {
     let r = c.request("hangup", json!({"callId": "nope"})).await;
     assert_eq!(r["payload"]["code"], "no_such_call");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn far_end_hold_and_resume_keep_the_stream_continuous() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let mut phone = Sipp::start("uas_hold.xml", Some(port), &["-rtp_echo"]);
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    // 7 s of packets across answer, hold (from ~2 s to ~4 s) and resume.
+    peer.send_numbered(350, 160);
+    let held = c.event("held", WAIT).await;
+    assert_eq!(held["payload"]["by"], "remote", "{held}");
+    assert_eq!(held["payload"]["callId"], call_id.as_str());
+    let during_hold = peer.echoed_counters().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let still_held = peer.echoed_counters().len();
+    assert!(
+        still_held - during_hold <= 5,
+        "media flowed on hold: {during_hold} -> {still_held}"
+    );
+    let resumed = c.event("resumed", WAIT).await;
+    assert_eq!(resumed["payload"]["by"], "remote");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = peer.echoed_counters().len();
+    assert!(
+        after >= still_held + 80,
+        "audio did not resume: {still_held} -> {after}"
+    );
+
+    // What reached the browser is one stream: consecutive sequence numbers, no jump.
+    let seqs: Vec<u16> = peer.received().iter().map(|p| p.seq).collect();
+    assert!(seqs.len() > 100);
+    for w in seqs.windows(2) {
+        let step = w[1].wrapping_sub(w[0]);
+        assert!(
+            (1..=3).contains(&step),
+            "sequence jumped {} -> {}",
+            w[0],
+            w[1]
+        );
+    }
+    let ssrcs: std::collections::BTreeSet<u32> = peer.received().iter().map(|p| p.ssrc).collect();
+    assert_eq!(ssrcs.len(), 1, "{ssrcs:?}");
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        phone.traces()
+    );
+}

@@ -144,6 +144,8 @@ pub struct StreamRewriter {
     out_ssrc: u32,
     clock_rate: u32,
     state: Option<Anchor>,
+    /// The next packet starts a new source whatever its SSRC (after a re-INVITE).
+    reanchor: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +172,7 @@ impl StreamRewriter {
             out_ssrc,
             clock_rate: clock_rate.max(1),
             state: None,
+            reanchor: false,
         }
     }
 
@@ -181,10 +184,14 @@ impl StreamRewriter {
     /// Changes the clock rate (a re-negotiated codec); the next packet re-anchors.
     pub fn set_clock_rate(&mut self, clock_rate: u32) {
         self.clock_rate = clock_rate.max(1);
-        if let Some(a) = self.state.as_mut() {
-            // Force a re-anchor: the input timeline may have changed with the codec.
-            a.in_ssrc = a.in_ssrc.wrapping_add(1);
-        }
+        self.reanchor = true;
+    }
+
+    /// The sender's timeline may restart (a re-INVITE, hold and resume): the next packet
+    /// continues the receiver's sequence and clock, whatever its own numbers say, so a gap
+    /// in the sender's numbering never shows up as loss or a jump.
+    pub fn reanchor(&mut self) {
+        self.reanchor = true;
     }
 
     /// Rewrites `packet` in place for the other leg: payload type through `map`, our SSRC,
@@ -209,8 +216,9 @@ impl StreamRewriter {
         );
         let mut marker = header::marker(packet);
 
+        let fresh = std::mem::take(&mut self.reanchor);
         let anchor = match self.state {
-            Some(a) if a.in_ssrc == in_ssrc && !self.jumped(&a, in_seq) => a,
+            Some(a) if !fresh && a.in_ssrc == in_ssrc && !self.jumped(&a, in_seq) => a,
             Some(prev) => {
                 // A new source: continue right after what the receiver last saw, with the
                 // timestamp advanced by the wall-clock gap so its jitter buffer keeps time.
@@ -362,6 +370,25 @@ mod tests {
         let mut p = packet(0, 40_000, 1, 9);
         r.rewrite(&mut p, &map(), t).expect("relayed");
         assert_eq!(header::seq(&p), 104);
+    }
+
+    #[test]
+    fn reanchor_hides_a_gap_in_the_senders_numbering() {
+        let mut r = StreamRewriter::new(7, 8000);
+        let t = Instant::now();
+        let mut p = packet(0, 500, 80_000, 3);
+        r.rewrite(&mut p, &map(), t).expect("relayed");
+        let last = header::seq(&p);
+        r.reanchor();
+        // Same SSRC, 100 packets later, after 2 s of hold.
+        let mut p = packet(0, 600, 96_000, 3);
+        r.rewrite(&mut p, &map(), t + Duration::from_secs(2))
+            .expect("relayed");
+        assert_eq!(header::seq(&p), last.wrapping_add(1));
+        let mut p = packet(0, 601, 96_160, 3);
+        r.rewrite(&mut p, &map(), t + Duration::from_secs(2))
+            .expect("relayed");
+        assert_eq!(header::seq(&p), last.wrapping_add(2));
     }
 
     #[test]

@@ -275,10 +275,17 @@ impl Worker {
                         }
                         call.plan = Some(plan);
                         call.sip_since = Some(now);
+                        // A new offer/answer may restart either sender's numbering.
+                        call.to_sip.reanchor();
+                        call.to_browser.reanchor();
                     }
                 }
                 Command::Hold { id, held } => {
                     if let Some(call) = self.call_mut(id) {
+                        if call.held != held {
+                            call.to_sip.reanchor();
+                            call.to_browser.reanchor();
+                        }
                         call.held = held;
                         call.peer.set_hold(held);
                         // Silence during hold is expected; the clock restarts on resume.
