@@ -350,3 +350,129 @@ async fn far_end_hold_and_resume_keep_the_stream_continuous() {
         phone.traces()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reject_sends_486_and_invite_auth_is_answered() {
+    // Kamailio challenges INVITEs from its users with 407.
+    let kam = Kamailio::start(KamailioOptions {
+        invite_auth: true,
+        ..KamailioOptions::default()
+    });
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let mut caller = Sipp::start("uac_expect_486.xml", None, &["-s", "5001", &kam_addr]);
+    let offer = c.event("incomingCall", WAIT).await;
+    let call_id = offer["payload"]["callId"]
+        .as_str()
+        .expect("callId")
+        .to_string();
+    let r = c
+        .request("reject", json!({"callId": call_id, "status": 486}))
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local", "{h}");
+    let status = caller.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIPp saw no 486: {status:?}\n{}",
+        caller.traces()
+    );
+
+    // Outbound through the 407 challenge, to an answering phone.
+    let mut phone = echo_phone(&kam, "1003", "pass1003");
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    let a = c.event("answered", WAIT).await;
+    assert_eq!(a["payload"]["callId"], call_id.as_str());
+    assert!(
+        gw.log().contains("SIP/2.0 407"),
+        "the INVITE was not challenged"
+    );
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    assert!(
+        phone
+            .wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        phone.traces()
+    );
+}
+
+fn open_udp_sockets(pid: u32) -> usize {
+    // Sockets of the process, by inode, that are UDP sockets in /proc/net/udp.
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy().to_string();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    inodes.insert(inode.to_string());
+                }
+            }
+        }
+    }
+    let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default()
+        + &std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    udp.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(9))
+        .filter(|inode| inodes.contains(*inode))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_sequential_calls_leave_nothing_behind() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let pid = gw.pid();
+    let before = open_udp_sockets(pid);
+    assert!(before > 0);
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    for i in 0..50 {
+        let mut phone = Sipp::start("uas_answer.xml", Some(port), &[]);
+        let peer = Peer::new(g711_peer()).await;
+        let r = c
+            .request(
+                "call",
+                json!({"to": "1003", "sdp": peer.create_offer().await}),
+            )
+            .await;
+        assert_eq!(r["type"], "result", "call {i}: {r}");
+        let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+        peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+            .await;
+        c.event("answered", WAIT).await;
+        c.request("hangup", json!({"callId": call_id})).await;
+        let h = c.event("hangup", WAIT).await;
+        assert_eq!(h["payload"]["callId"], call_id.as_str());
+        assert!(
+            phone
+                .wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "call {i}"
+        );
+        peer.close().await;
+    }
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"], json!([]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = open_udp_sockets(pid);
+    assert!(
+        after <= before,
+        "UDP sockets: {before} before, {after} after 50 calls"
+    );
+}
