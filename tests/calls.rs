@@ -476,3 +476,45 @@ async fn fifty_sequential_calls_leave_nothing_behind() {
         "UDP sockets: {before} before, {after} after 50 calls"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_requests_with_bad_input_get_clear_errors() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    let peer = Peer::new(g711_peer()).await;
+    let offer = peer.create_offer().await;
+    let r = c.request("call", json!({"to": "1003", "sdp": offer})).await;
+    assert_eq!(r["payload"]["code"], "not_registered", "{r}");
+
+    c.register("5001", "pass5001").await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": "v=0\r\nthis is not sdp\r\n"}),
+        )
+        .await;
+    assert_eq!(r["payload"]["code"], "bad_request", "{r}");
+    assert!(
+        r["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sdp")),
+        "{r}"
+    );
+    let r = c.request("call", json!({"to": "1003"})).await;
+    assert_eq!(r["payload"]["code"], "bad_request", "{r}");
+    let r = c
+        .request("answer", json!({"callId": "nope", "sdp": offer}))
+        .await;
+    assert_eq!(r["payload"]["code"], "no_such_call", "{r}");
+    let r = c
+        .request("iceCandidate", json!({"callId": "nope", "candidate": null}))
+        .await;
+    assert_eq!(r["payload"]["code"], "no_such_call", "{r}");
+    // Nothing was left half-made, and the session still works.
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"], json!([]));
+    let r = c.request("ping", json!({})).await;
+    assert_eq!(r["type"], "result");
+    assert_eq!(gw.get("/api/dn/5001").await.1["state"], "registered");
+}
