@@ -518,3 +518,104 @@ async fn call_requests_with_bad_input_get_clear_errors() {
     assert_eq!(r["type"], "result");
     assert_eq!(gw.get("/api/dn/5001").await.1["state"], "registered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_media_flows_before_answer() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let mut phone = Sipp::start("uas_early_media.xml", Some(port), &["-rtp_echo"]);
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    let ringing = c.event("ringing", WAIT).await;
+    assert_eq!(ringing["payload"]["sipStatus"], 183);
+    let early = c.event("earlyMedia", WAIT).await;
+    assert_eq!(early["payload"]["callId"], call_id.as_str());
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    peer.send_numbered(200, 160);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, call) = gw.get(&format!("/api/calls/{call_id}")).await;
+    assert_ne!(call["state"], "answered", "answered too early: {call}");
+    assert!(
+        peer.echoed_counters().len() >= 25,
+        "no early media: {}",
+        peer.echoed_counters().len()
+    );
+    c.event("answered", WAIT).await;
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    assert!(
+        phone
+            .wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        phone.traces()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_agent_holds_two_calls_at_once() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let mut phone_a = echo_phone(&kam, "1003", "pass1003");
+    let mut phone_b = echo_phone(&kam, "1004", "pass1004");
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let mut calls = Vec::new();
+    for to in ["1003", "1004"] {
+        let peer = Peer::new(g711_peer()).await;
+        let r = c
+            .request("call", json!({"to": to, "sdp": peer.create_offer().await}))
+            .await;
+        assert_eq!(r["type"], "result", "{r}");
+        peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+            .await;
+        let id = r["payload"]["callId"].as_str().expect("callId").to_string();
+        calls.push((id, peer));
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < 2 {
+        let a = c.event("answered", WAIT).await;
+        answered.insert(a["payload"]["callId"].as_str().expect("callId").to_string());
+    }
+    for (_, peer) in &calls {
+        assert!(peer.wait_connected(Duration::from_secs(10)).await);
+        peer.send_numbered(100, 160);
+    }
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    for (id, peer) in &calls {
+        let n = peer.echoed_counters().len();
+        assert!(n >= 90, "call {id}: {n} of 100 echoed");
+    }
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(
+        active["calls"].as_array().map(Vec::len),
+        Some(2),
+        "{active}"
+    );
+    let (_, dn) = gw.get("/api/dn/5001").await;
+    assert_eq!(dn["state"], "registered");
+    for (id, _) in &calls {
+        c.request("hangup", json!({"callId": id})).await;
+    }
+    for _ in 0..2 {
+        c.event("hangup", WAIT).await;
+    }
+    assert!(phone_a
+        .wait(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+    assert!(phone_b
+        .wait(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+}
