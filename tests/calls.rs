@@ -33,6 +33,10 @@ fn g711_peer() -> PeerOptions {
 async fn outbound_call_echoes_audio_and_hangs_up_with_bye() {
     let kam = Kamailio::start(KamailioOptions::default());
     let mut phone = echo_phone(&kam, "1003", "pass1003");
+    // The far end's RTCP port (RTP + 1): SIPp does not use it, so the test listens there.
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", phone.media_port + 1)).expect("rtcp port");
+    rtcp.set_read_timeout(Some(Duration::from_secs(7)))
+        .expect("timeout");
     let gw = Gateway::start(&kam.uri(), &[]);
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
@@ -92,6 +96,16 @@ async fn outbound_call_echoes_audio_and_hangs_up_with_bye() {
             .as_u64()
             .is_some_and(|n| n >= 400),
         "{call}"
+    );
+    // Our own RTCP toward the far end: a sender report with a reception block about it.
+    let mut buf = [0u8; 1500];
+    let (n, _) = rtcp
+        .recv_from(&mut buf)
+        .expect("an RTCP report from the gateway");
+    assert!(
+        media::rtcp::sender_report(&buf[..n]).is_some(),
+        "not an SR: {:?}",
+        &buf[..n]
     );
     let (status, one) = gw.get(&format!("/api/calls/{call_id}")).await;
     assert_eq!(status, 200);

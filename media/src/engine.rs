@@ -158,15 +158,20 @@ impl MediaEngine {
         self.cert.fingerprint()
     }
 
-    fn bind_rtp(&self) -> Result<(u16, UdpSocket), MediaError> {
+    /// An RTP/RTCP socket pair on an even port and the one above it (RFC 3550 §11).
+    fn bind_rtp(&self) -> Result<(u16, UdpSocket, UdpSocket), MediaError> {
         let mut pool = match self.ports.lock() {
             Ok(p) => p,
             Err(p) => p.into_inner(),
         };
         for _ in 0..pool.available().max(1) {
             let port = pool.allocate()?;
-            match UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port)) {
-                Ok(s) => return Ok((port, s)),
+            let pair = UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port)).and_then(|rtp| {
+                UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port + 1)).map(|rtcp| (rtp, rtcp))
+            });
+            match pair {
+                Ok((rtp, rtcp)) => return Ok((port, rtp, rtcp)),
+                // Taken by someone else: leave it out of the pool and try the next.
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Err(e) => {
                     pool.release(port);
@@ -187,7 +192,7 @@ impl MediaEngine {
         browser_codecs: Vec<Codec>,
         sip_codecs: Vec<Codec>,
     ) -> Result<(MediaSession, String, String, u16, u32), MediaError> {
-        let (port, rtp) = self.bind_rtp()?;
+        let (port, rtp, rtcp) = self.bind_rtp()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -200,6 +205,7 @@ impl MediaEngine {
             ice_pwd: pwd.clone(),
             remote,
             rtp,
+            rtcp,
             ssrc_to_browser,
             ssrc_to_sip: rand::random::<u32>(),
             media_timeout: self.cfg.media_timeout,
@@ -398,12 +404,17 @@ impl MediaSession {
             let _ = to_browser.insert(s_te.pt, b_te.pt);
         }
         let addr = (desc.port != 0).then_some(SocketAddr::new(desc.addr, desc.port));
+        let rtcp = addr.map(|a| match desc.rtcp {
+            Some((ip, port)) => SocketAddr::new(ip.unwrap_or(a.ip()), port),
+            None => SocketAddr::new(a.ip(), a.port().saturating_add(1)),
+        });
         let held =
             matches!(desc.direction, Direction::SendOnly | Direction::Inactive) || addr.is_none();
         self.chosen = Some(browser);
         self.send(Command::SetSipRemote {
             id: self.id,
             addr,
+            rtcp,
             plan: RelayPlan {
                 to_sip,
                 to_browser,

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod ice_lite;
 pub mod ports;
 pub mod relay;
+pub mod rtcp;
 pub mod rtp_leg;
 pub mod sdp;
 pub mod srtp;

@@ -18,6 +18,8 @@ pub struct ReceiveStats {
     jitter_q4: u64,
     transit: Option<i64>,
     first_arrival: Option<Instant>,
+    expected_prior: u64,
+    received_prior: u64,
 }
 
 impl ReceiveStats {
@@ -75,6 +77,22 @@ impl ReceiveStats {
     /// signed figure negative).
     pub fn lost(&self) -> u64 {
         self.expected().saturating_sub(self.received)
+    }
+
+    /// Fraction of packets lost since the previous call, in 1/256 (RFC 3550 A.3), for the
+    /// next reception report.
+    pub fn fraction_lost_since_last(&mut self) -> u8 {
+        let expected = self.expected();
+        let interval_expected = expected.saturating_sub(self.expected_prior);
+        let interval_received = self.received.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost = interval_expected.saturating_sub(interval_received);
+        if interval_expected == 0 || lost == 0 {
+            0
+        } else {
+            ((lost << 8) / interval_expected).min(255) as u8
+        }
     }
 
     /// Jitter in timestamp units.
@@ -184,6 +202,23 @@ mod tests {
         assert_eq!(s.received(), 90);
         assert_eq!(s.lost(), 10);
         assert_eq!(s.extended_max(), 65_536 + 63);
+    }
+
+    #[test]
+    fn fraction_lost_covers_the_interval_only() {
+        let mut s = ReceiveStats::default();
+        let t = Instant::now();
+        for seq in 0..100u16 {
+            if seq % 4 != 0 {
+                s.on_packet(seq, 0, t, 8000);
+            }
+        }
+        let f = s.fraction_lost_since_last();
+        assert!((60..=66).contains(&f), "about a quarter lost: {f}/256");
+        for seq in 100..200u16 {
+            s.on_packet(seq, 0, t, 8000);
+        }
+        assert_eq!(s.fraction_lost_since_last(), 0);
     }
 
     #[test]

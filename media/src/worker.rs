@@ -16,7 +16,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::browser_leg::{BrowserLeg, BrowserRemote, Received};
 use crate::dtls::DtlsCertificate;
-use crate::relay::{PtMap, StreamRewriter};
+use crate::relay::{header, PtMap, StreamRewriter};
+use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::rtp_leg::RtpPeer;
 use crate::stats::{MediaCounters, ReceiveStats};
 
@@ -71,6 +72,8 @@ pub enum Command {
         id: u64,
         /// Where the far end wants media; `None` = none (hold, port 0).
         addr: Option<SocketAddr>,
+        /// Where its RTCP goes (`a=rtcp`, else the RTP port + 1).
+        rtcp: Option<SocketAddr>,
         /// Codec plan.
         plan: RelayPlan,
     },
@@ -104,6 +107,8 @@ pub struct NewCall {
     pub remote: Option<BrowserRemote>,
     /// The SIP leg's RTP socket (bound from the port range).
     pub rtp: std::net::UdpSocket,
+    /// Its RTCP socket (the RTP port + 1).
+    pub rtcp: std::net::UdpSocket,
     /// SSRC we send to the browser.
     pub ssrc_to_browser: u32,
     /// SSRC we send to the SIP side.
@@ -121,7 +126,18 @@ struct Call {
     leg: BrowserLeg,
     browser_addr: Option<SocketAddr>,
     rtp: UdpSocket,
+    rtcp: UdpSocket,
     peer: RtpPeer,
+    /// The far end's RTCP address: signalled, then latched to where its RTCP comes from.
+    rtcp_to: Option<SocketAddr>,
+    rtcp_latched: bool,
+    sip_in_ssrc: Option<u32>,
+    browser_in_ssrc: Option<u32>,
+    sent_to_sip: SendStats,
+    sent_to_browser: SendStats,
+    sip_report: Option<PeerReport>,
+    browser_report: Option<PeerReport>,
+    next_rtcp: Instant,
     to_sip: StreamRewriter,
     to_browser: StreamRewriter,
     plan: Option<RelayPlan>,
@@ -219,7 +235,11 @@ struct Worker {
 }
 
 fn rtp_token(slot: usize) -> Token {
-    Token(2 + slot)
+    Token(2 + 2 * slot)
+}
+
+fn rtcp_token(slot: usize) -> Token {
+    Token(3 + 2 * slot)
 }
 
 impl Worker {
@@ -238,7 +258,8 @@ impl Worker {
                 match event.token() {
                     WAKER => self.drain_commands(),
                     BROWSER => self.read_browser(),
-                    Token(t) => self.read_rtp(t - 2),
+                    Token(t) if (t - 2) % 2 == 0 => self.read_rtp((t - 2) / 2),
+                    Token(t) => self.read_rtcp((t - 3) / 2),
                 }
             }
             let now = Instant::now();
@@ -266,9 +287,17 @@ impl Worker {
                         }
                     }
                 }
-                Command::SetSipRemote { id, addr, plan } => {
+                Command::SetSipRemote {
+                    id,
+                    addr,
+                    rtcp,
+                    plan,
+                } => {
                     if let Some(call) = self.call_mut(id) {
                         call.peer.set_signalled(addr);
+                        if rtcp != call.rtcp_to && !call.rtcp_latched {
+                            call.rtcp_to = rtcp;
+                        }
                         if call.plan.is_none_or(|p| p.clock_rate != plan.clock_rate) {
                             call.to_sip.set_clock_rate(plan.clock_rate);
                             call.to_browser.set_clock_rate(plan.clock_rate);
@@ -325,18 +354,31 @@ impl Worker {
         if let Err(e) = new.rtp.set_nonblocking(true) {
             return fail(&new.events, format!("RTP socket: {e}"));
         }
+        if let Err(e) = new.rtcp.set_nonblocking(true) {
+            return fail(&new.events, format!("RTCP socket: {e}"));
+        }
         let mut rtp = UdpSocket::from_std(new.rtp);
+        let mut rtcp = UdpSocket::from_std(new.rtcp);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut rtcp, rtcp_token(slot), Interest::READABLE)
+        {
+            return fail(&new.events, format!("RTCP socket: {e}"));
+        }
         if let Err(e) = self
             .poll
             .registry()
             .register(&mut rtp, rtp_token(slot), Interest::READABLE)
         {
+            let _ = self.poll.registry().deregister(&mut rtcp);
             return fail(&new.events, format!("RTP socket: {e}"));
         }
         let mut leg = BrowserLeg::new(new.ice_ufrag.clone(), new.ice_pwd);
         if let Some(remote) = &new.remote {
             if let Err(e) = leg.set_remote(remote, &self.cert, now) {
                 let _ = self.poll.registry().deregister(&mut rtp);
+                let _ = self.poll.registry().deregister(&mut rtcp);
                 return fail(&new.events, e.to_string());
             }
         }
@@ -347,7 +389,17 @@ impl Worker {
             leg,
             browser_addr: None,
             rtp,
+            rtcp,
             peer: RtpPeer::new(),
+            rtcp_to: None,
+            rtcp_latched: false,
+            sip_in_ssrc: None,
+            browser_in_ssrc: None,
+            sent_to_sip: SendStats::default(),
+            sent_to_browser: SendStats::default(),
+            sip_report: None,
+            browser_report: None,
+            next_rtcp: now + crate::rtcp::INTERVAL,
             to_sip: StreamRewriter::new(new.ssrc_to_sip, 8000),
             to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
             plan: None,
@@ -373,6 +425,7 @@ impl Worker {
             let _ = browser.send_to(data, to);
         });
         let _ = self.poll.registry().deregister(&mut call.rtp);
+        let _ = self.poll.registry().deregister(&mut call.rtcp);
         self.by_id.remove(&call.id);
         self.by_ufrag.remove(call.leg.local_ufrag());
         if let Some(addr) = call.browser_addr {
@@ -430,7 +483,12 @@ impl Worker {
                     let _ = call.events.send(MediaEvent::BrowserConnected);
                 }
                 Ok(Received::Rtp) => call.relay_to_sip(&mut self.scratch, now),
-                Ok(Received::Rtcp) | Ok(Received::Nothing) => {}
+                Ok(Received::Rtcp) => {
+                    if let Some((_, lsr)) = crate::rtcp::sender_report(&self.scratch) {
+                        call.browser_report = Some(PeerReport { lsr, at: now });
+                    }
+                }
+                Ok(Received::Nothing) => {}
                 Err(e) => call.fail(e.to_string()),
             }
         }
@@ -457,6 +515,7 @@ impl Worker {
                 continue;
             }
             let Some(plan) = call.plan else { continue };
+            call.sip_in_ssrc = Some(header::ssrc(packet));
             call.sip_rx.on_packet(
                 crate::relay::header::seq(packet),
                 crate::relay::header::ts(packet),
@@ -477,6 +536,32 @@ impl Worker {
                 && self.browser.send_to(&self.scratch, to).is_ok()
             {
                 call.counters.sent(self.scratch.len());
+                call.sent_to_browser
+                    .on_sent(n - header::LEN, header::ts(packet), now);
+            }
+        }
+    }
+
+    /// RTCP from the far end: latch where it comes from, keep its sender report.
+    fn read_rtcp(&mut self, slot: usize) {
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        loop {
+            let (n, from) = match call.rtcp.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            if !call.rtcp_latched {
+                call.rtcp_to = Some(from);
+                call.rtcp_latched = true;
+            }
+            if let Some((_, lsr)) = crate::rtcp::sender_report(&self.buf[..n]) {
+                call.sip_report = Some(PeerReport {
+                    lsr,
+                    at: Instant::now(),
+                });
             }
         }
     }
@@ -500,6 +585,10 @@ impl Worker {
                 }
             }
             call.check_timeouts(now);
+            if now >= call.next_rtcp {
+                call.next_rtcp = now + crate::rtcp::INTERVAL;
+                call.send_reports(&self.browser, &mut self.scratch, now);
+            }
             if let Some(plan) = call.plan {
                 call.counters.publish(&call.sip_rx, plan.clock_rate);
             }
@@ -512,6 +601,7 @@ impl Call {
         self.counters.received(plain.len());
         self.last_browser_rx = Some(now);
         let Some(plan) = self.plan else { return };
+        self.browser_in_ssrc = Some(header::ssrc(plain));
         self.browser_rx.on_packet(
             crate::relay::header::seq(plain),
             crate::relay::header::ts(plain),
@@ -524,6 +614,52 @@ impl Call {
         if let Some(to) = self.peer.destination() {
             if self.rtp.send_to(plain, to).is_ok() {
                 self.counters.sent(plain.len());
+                self.sent_to_sip
+                    .on_sent(plain.len() - header::LEN, header::ts(plain), now);
+            }
+        }
+    }
+
+    /// Our RTCP on both legs: SR for what we sent, a reception block for what we got.
+    fn send_reports(&mut self, browser: &UdpSocket, scratch: &mut Vec<u8>, now: Instant) {
+        let Some(plan) = self.plan else { return };
+        let wall = std::time::SystemTime::now();
+        if let (Some(to), false) = (self.rtcp_to, self.held) {
+            let reception = self.sip_in_ssrc.map(|ssrc| Reception {
+                ssrc,
+                stats: &mut self.sip_rx,
+                peer: self.sip_report,
+            });
+            if let Some(report) = crate::rtcp::build(
+                self.to_sip.out_ssrc(),
+                "gateway",
+                &self.sent_to_sip,
+                plan.clock_rate,
+                reception,
+                now,
+                wall,
+            ) {
+                let _ = self.rtcp.send_to(&report, to);
+            }
+        }
+        if let (Some(to), true) = (self.browser_addr, self.leg.is_connected()) {
+            let reception = self.browser_in_ssrc.map(|ssrc| Reception {
+                ssrc,
+                stats: &mut self.browser_rx,
+                peer: self.browser_report,
+            });
+            if let Some(report) = crate::rtcp::build(
+                self.to_browser.out_ssrc(),
+                "gateway",
+                &self.sent_to_browser,
+                plan.clock_rate,
+                reception,
+                now,
+                wall,
+            ) {
+                if self.leg.protect_rtcp(&report, scratch) {
+                    let _ = browser.send_to(scratch, to);
+                }
             }
         }
     }
