@@ -10,8 +10,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::IoSliceMut;
+
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::browser_leg::{BrowserLeg, BrowserRemote, Received};
@@ -27,6 +30,48 @@ const BROWSER: Token = Token(1);
 const TICK: Duration = Duration::from_millis(20);
 /// Largest datagram relayed.
 const MTU: usize = 1500;
+/// One receive slot: with UDP GRO the kernel may hand over up to 64 datagrams of a flow at
+/// once, `stride` bytes apart.
+const SLOT: usize = 64 * MTU;
+
+/// Datagrams received with one `recvmmsg` (through quinn-udp), reused for every read.
+#[derive(Default)]
+struct Batch {
+    storage: Vec<u8>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            storage: vec![0; SLOT * BATCH_SIZE],
+            meta: vec![RecvMeta::default(); BATCH_SIZE],
+        }
+    }
+
+    /// Receives up to `BATCH_SIZE` slots from `socket` in one system call.
+    fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
+        let mut chunks = self.storage.chunks_exact_mut(SLOT);
+        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        state.recv(socket.into(), &mut bufs, &mut self.meta)
+    }
+
+    /// The datagrams of slot `i`: byte ranges in `storage`, and their source.
+    fn datagrams(&self, i: usize) -> (SocketAddr, impl Iterator<Item = std::ops::Range<usize>>) {
+        let m = &self.meta[i];
+        let base = i * SLOT;
+        let len = m.len.min(SLOT);
+        let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+        let ranges = (0..len)
+            .step_by(stride)
+            .map(move |off| base + off..base + (off + stride).min(len));
+        (m.addr, ranges)
+    }
+}
+
+/// How many failed receive calls in a row end a read (ICMP errors are reported once each).
+const RECV_ERRORS: usize = 8;
 /// How long a browser leg may take to complete ICE and DTLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -123,6 +168,7 @@ pub struct NewCall {
 
 struct Call {
     id: u64,
+    rtp_state: UdpSocketState,
     leg: BrowserLeg,
     browser_addr: Option<SocketAddr>,
     rtp: UdpSocket,
@@ -195,10 +241,13 @@ pub fn spawn(
     let mut browser = UdpSocket::from_std(browser_socket);
     poll.registry()
         .register(&mut browser, BROWSER, Interest::READABLE)?;
+    let browser_state = UdpSocketState::new((&browser).into())?;
     let (tx, rx) = mpsc::channel();
     let mut worker = Worker {
         poll,
         browser,
+        browser_state,
+        batch: Batch::new(),
         cert,
         commands: rx,
         calls: Vec::new(),
@@ -223,6 +272,8 @@ pub fn spawn(
 struct Worker {
     poll: Poll,
     browser: UdpSocket,
+    browser_state: UdpSocketState,
+    batch: Batch,
     cert: Arc<DtlsCertificate>,
     commands: mpsc::Receiver<Command>,
     calls: Vec<Option<Call>>,
@@ -358,6 +409,10 @@ impl Worker {
             return fail(&new.events, format!("RTCP socket: {e}"));
         }
         let mut rtp = UdpSocket::from_std(new.rtp);
+        let rtp_state = match UdpSocketState::new((&rtp).into()) {
+            Ok(s) => s,
+            Err(e) => return fail(&new.events, format!("RTP socket: {e}")),
+        };
         let mut rtcp = UdpSocket::from_std(new.rtcp);
         if let Err(e) =
             self.poll
@@ -386,6 +441,7 @@ impl Worker {
         self.by_ufrag.insert(new.ice_ufrag, slot);
         self.calls[slot] = Some(Call {
             id: new.id,
+            rtp_state,
             leg,
             browser_addr: None,
             rtp,
@@ -436,110 +492,111 @@ impl Worker {
     /// Datagrams on the shared browser socket: demultiplexed by address, or for a new
     /// address by the ICE username of its STUN check.
     fn read_browser(&mut self) {
-        loop {
-            let (n, from) = match self.browser.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut errors = 0;
+        while errors < RECV_ERRORS {
+            let n = match batch.recv(&self.browser_state, &self.browser) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
             };
             let now = Instant::now();
-            let slot = match self.by_addr.get(&from) {
-                Some(&s) => s,
-                None => {
-                    let data = &self.buf[..n];
-                    let found = crate::ice_lite::is_stun(data)
-                        .then(|| crate::ice_lite::local_ufrag(data))
-                        .flatten()
-                        .and_then(|u| self.by_ufrag.get(&u).copied());
-                    match found {
-                        Some(s) => s,
-                        None => continue,
-                    }
-                }
-            };
-            let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
-                continue;
-            };
-            let browser = &self.browser;
-            let mut send = |data: &[u8], to: SocketAddr| {
-                let _ = browser.send_to(data, to);
-            };
-            let result =
-                call.leg
-                    .on_datagram(&self.buf[..n], from, now, &mut self.scratch, &mut send);
-            // Follow the browser to the address it nominated.
-            let selected = call.leg.selected();
-            if selected != call.browser_addr {
-                if let Some(old) = call.browser_addr.take() {
-                    self.by_addr.remove(&old);
-                }
-                if let Some(new) = selected {
-                    self.by_addr.insert(new, slot);
-                    call.browser_addr = Some(new);
+            for i in 0..n {
+                let (from, ranges) = batch.datagrams(i);
+                for r in ranges {
+                    self.on_browser_datagram(&batch.storage[r], from, now);
                 }
             }
-            match result {
-                Ok(Received::Connected) => {
-                    let _ = call.events.send(MediaEvent::BrowserConnected);
+        }
+        self.batch = batch;
+    }
+
+    /// One datagram on the shared browser socket: demultiplexed by address, or for a new
+    /// address by the ICE username of its STUN check.
+    fn on_browser_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        let slot = match self.by_addr.get(&from) {
+            Some(&s) => s,
+            None => {
+                let found = crate::ice_lite::is_stun(data)
+                    .then(|| crate::ice_lite::local_ufrag(data))
+                    .flatten()
+                    .and_then(|u| self.by_ufrag.get(&u).copied());
+                match found {
+                    Some(s) => s,
+                    None => return,
                 }
-                Ok(Received::Rtp) => call.relay_to_sip(&mut self.scratch, now),
-                Ok(Received::Rtcp) => {
-                    if let Some((_, lsr)) = crate::rtcp::sender_report(&self.scratch) {
-                        call.browser_report = Some(PeerReport { lsr, at: now });
-                    }
-                }
-                Ok(Received::Nothing) => {}
-                Err(e) => call.fail(e.to_string()),
             }
+        };
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let browser = &self.browser;
+        let mut send = |data: &[u8], to: SocketAddr| {
+            let _ = browser.send_to(data, to);
+        };
+        let result = call
+            .leg
+            .on_datagram(data, from, now, &mut self.scratch, &mut send);
+        // Follow the browser to the address it nominated.
+        let selected = call.leg.selected();
+        if selected != call.browser_addr {
+            if let Some(old) = call.browser_addr.take() {
+                self.by_addr.remove(&old);
+            }
+            if let Some(new) = selected {
+                self.by_addr.insert(new, slot);
+                call.browser_addr = Some(new);
+            }
+        }
+        match result {
+            Ok(Received::Connected) => {
+                let _ = call.events.send(MediaEvent::BrowserConnected);
+            }
+            Ok(Received::Rtp) => call.relay_to_sip(&mut self.scratch, now),
+            Ok(Received::Rtcp) => {
+                if let Some((_, lsr)) = crate::rtcp::sender_report(&self.scratch) {
+                    call.browser_report = Some(PeerReport { lsr, at: now });
+                }
+            }
+            Ok(Received::Nothing) => {}
+            Err(e) => call.fail(e.to_string()),
         }
     }
 
     /// Datagrams on a call's SIP-side RTP socket.
     fn read_rtp(&mut self, slot: usize) {
-        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        loop {
-            let (n, from) = match call.rtp.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut errors = 0;
+        while errors < RECV_ERRORS {
+            let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+                break;
+            };
+            let n = match batch.recv(&call.rtp_state, &call.rtp) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
             };
             let now = Instant::now();
-            if !call.peer.on_receive(from, now) {
-                continue;
-            }
-            call.counters.received(n);
-            let packet = &mut self.buf[..n];
-            if crate::browser_leg::is_rtcp(packet) || !crate::relay::header::is_rtp(packet) {
-                continue;
-            }
-            let Some(plan) = call.plan else { continue };
-            call.sip_in_ssrc = Some(header::ssrc(packet));
-            call.sip_rx.on_packet(
-                crate::relay::header::seq(packet),
-                crate::relay::header::ts(packet),
-                now,
-                plan.clock_rate,
-            );
-            if call
-                .to_browser
-                .rewrite(packet, &plan.to_browser, now)
-                .is_err()
-            {
-                continue;
-            }
-            let Some(to) = call.browser_addr else {
-                continue;
-            };
-            if call.leg.protect_rtp(packet, &mut self.scratch)
-                && self.browser.send_to(&self.scratch, to).is_ok()
-            {
-                call.counters.sent(self.scratch.len());
-                call.sent_to_browser
-                    .on_sent(n - header::LEN, header::ts(packet), now);
+            for i in 0..n {
+                let (from, ranges) = batch.datagrams(i);
+                for r in ranges {
+                    call.relay_to_browser(
+                        &mut batch.storage[r],
+                        from,
+                        now,
+                        &self.browser,
+                        &mut self.scratch,
+                    );
+                }
             }
         }
+        self.batch = batch;
     }
 
     /// RTCP from the far end: latch where it comes from, keep its sender report.
@@ -597,6 +654,45 @@ impl Worker {
 }
 
 impl Call {
+    /// One datagram from the far end: latch, count, rewrite, protect, send to the browser.
+    fn relay_to_browser(
+        &mut self,
+        packet: &mut [u8],
+        from: SocketAddr,
+        now: Instant,
+        browser: &UdpSocket,
+        scratch: &mut Vec<u8>,
+    ) {
+        if !self.peer.on_receive(from, now) {
+            return;
+        }
+        self.counters.received(packet.len());
+        if crate::browser_leg::is_rtcp(packet) || !header::is_rtp(packet) {
+            return;
+        }
+        let Some(plan) = self.plan else { return };
+        self.sip_in_ssrc = Some(header::ssrc(packet));
+        self.sip_rx.on_packet(
+            header::seq(packet),
+            header::ts(packet),
+            now,
+            plan.clock_rate,
+        );
+        if self
+            .to_browser
+            .rewrite(packet, &plan.to_browser, now)
+            .is_err()
+        {
+            return;
+        }
+        let Some(to) = self.browser_addr else { return };
+        if self.leg.protect_rtp(packet, scratch) && browser.send_to(scratch, to).is_ok() {
+            self.counters.sent(scratch.len());
+            self.sent_to_browser
+                .on_sent(packet.len() - header::LEN, header::ts(packet), now);
+        }
+    }
+
     fn relay_to_sip(&mut self, plain: &mut [u8], now: Instant) {
         self.counters.received(plain.len());
         self.last_browser_rx = Some(now);
