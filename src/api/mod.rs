@@ -23,6 +23,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/calls/active", get(calls_active))
         .route("/api/calls/{call_id}", get(call_one))
         .route("/api/calls/{call_id}/hangup", post(call_hangup))
+        .route(
+            "/api/sessions/{session_id}/disconnect",
+            post(session_disconnect),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
@@ -141,6 +145,22 @@ async fn call_hangup(State(app): State<Arc<App>>, Path(call_id): Path<String>) -
             StatusCode::NO_CONTENT.into_response()
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
+    }
+}
+
+/// Closes a browser session's WebSocket from the server side (an addition to REST.md v1):
+/// the session keeps its registration and calls for the grace period, and the client's
+/// `resume` takes them back.
+async fn session_disconnect(
+    State(app): State<Arc<App>>,
+    Path(session_id): Path<String>,
+) -> Response {
+    match app.resumable.get(&session_id) {
+        Some(r) => {
+            r.disconnect();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
     }
 }
 

@@ -240,10 +240,8 @@ async fn run_outgoing(
                 },
                 None => continue,
             },
-            ev = media.events.recv() => match ev {
-                Some(MediaEvent::BrowserConnected) => { info!("browser media connected"); Input::MediaConnected }
-                Some(MediaEvent::BrowserFailed(why)) => { warn!(%why, "browser media failed"); Input::MediaFailed }
-                Some(MediaEvent::Timeout { leg }) => { info!(leg, "media timeout"); Input::MediaTimeout }
+            ev = media.events.recv() => match ev.map(media_input) {
+                Some(i) => i,
                 None => continue,
             },
         };
@@ -255,6 +253,24 @@ async fn run_outgoing(
     }
     app.shared.calls.remove(&call.id);
     app.dialogs.remove_dialog(&dialog.id());
+}
+
+/// A media event as an input for the call, logged once here.
+fn media_input(ev: MediaEvent) -> Input {
+    match ev {
+        MediaEvent::BrowserConnected => {
+            info!("browser media connected");
+            Input::MediaConnected
+        }
+        MediaEvent::BrowserFailed(why) => {
+            warn!(%why, "browser media failed");
+            Input::MediaFailed
+        }
+        MediaEvent::Timeout { leg } => {
+            info!(leg, "media timeout");
+            Input::MediaTimeout
+        }
+    }
 }
 
 fn error_status(e: &rsipstack::Error) -> u16 {
@@ -506,10 +522,8 @@ async fn run_incoming(
                 },
                 None => continue,
             },
-            ev = media.events.recv() => match ev {
-                Some(MediaEvent::BrowserConnected) => { info!("browser media connected"); Input::MediaConnected }
-                Some(MediaEvent::BrowserFailed(why)) => { warn!(%why, "browser media failed"); Input::MediaFailed }
-                Some(MediaEvent::Timeout { leg }) => { info!(leg, "media timeout"); Input::MediaTimeout }
+            ev = media.events.recv() => match ev.map(media_input) {
+                Some(i) => i,
                 None => continue,
             },
         };

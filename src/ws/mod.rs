@@ -19,9 +19,55 @@ use crate::app::App;
 /// oversized frames get a `too_large` error and the session goes on.
 const HARD_LIMIT: usize = 4 * 1024 * 1024;
 
-/// The router served on `--ws-listen`.
+/// The router served on `--ws-listen`: the WebSocket at `/`, and the demo agent phone and
+/// the client library beside it (same origin as the socket).
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().route("/", get(upgrade)).with_state(app)
+    Router::new()
+        .route("/", get(upgrade))
+        .route("/{file}", get(web_file))
+        .with_state(app)
+}
+
+/// The files of `web/`, built into the binary so the gateway ships as one file.
+const WEB: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../web/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../web/style.css"),
+    ),
+    (
+        "gateway-client.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/gateway-client.js"),
+    ),
+];
+
+fn web_response(name: &str) -> Response {
+    match WEB.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+async fn web_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    web_response(&file)
 }
 
 #[derive(Deserialize)]
@@ -36,12 +82,8 @@ async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "browser SIP gateway: connect a WebSocket here (protocol v1)\n",
-        )
-            .into_response();
+        // A plain GET of `/` is a person with a browser: the demo agent phone.
+        return web_response("index.html");
     };
     if let Some(expected) = &app.cfg.api_token {
         let bearer = headers

@@ -48,10 +48,20 @@ pub struct Attach {
 pub struct Resumable {
     token: String,
     attach: mpsc::UnboundedSender<Attach>,
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Resumable {
+    /// Closes the session's socket from the server side; the session enters its grace
+    /// period, and a `resume` takes it back (operators use it to move a browser).
+    pub fn disconnect(&self) {
+        self.kick.notify_one();
+    }
 }
 
 struct Session {
     app: Arc<App>,
+    kick: Arc<tokio::sync::Notify>,
     id: String,
     reg: Option<Registration>,
     reg_tx: mpsc::UnboundedSender<RegEvent>,
@@ -95,15 +105,18 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let (attach_tx, attach_rx) = mpsc::unbounded_channel();
     let token = random_hex();
+    let kick = Arc::new(tokio::sync::Notify::new());
     app.resumable.insert(
         id.clone(),
         Resumable {
             token: token.clone(),
             attach: attach_tx,
+            kick: kick.clone(),
         },
     );
     let session = Session {
         app: app.clone(),
+        kick,
         id: id.clone(),
         reg: None,
         reg_tx,
@@ -251,6 +264,10 @@ impl Session {
                     }
                 }
                 _ = self.app.shutdown.cancelled() => return End::Shutdown,
+                _ = self.kick.notified() => {
+                    info!("socket closed by the server on request");
+                    return End::Dropped;
+                }
             }
         }
     }

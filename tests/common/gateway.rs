@@ -131,6 +131,17 @@ impl Gateway {
         (status, resp.json().await.expect("JSON body"))
     }
 
+    /// POST a REST path without a body; returns the status.
+    pub async fn post(&self, path: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.api_url()))
+            .send()
+            .await
+            .expect("REST request")
+            .status()
+            .as_u16()
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let status = Command::new("kill")
@@ -143,16 +154,7 @@ impl Gateway {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_child(&mut self.child, timeout)
     }
 
     /// The process id.
