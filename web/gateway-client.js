@@ -195,7 +195,10 @@ export class GatewayClient extends EventTarget {
       this._up({ state: 'connected', resumed: false });
       this._settle?.resolve(hello);
     };
-    ws.onclose = () => this._lost(ws, greeted || resuming);
+    // 4000: resumed elsewhere; resuming back would ping-pong.
+    ws.onclose = (ev) => ev.code === 4000 && ws === this._ws
+      ? ((this._ws = null), this._drop('resumed elsewhere', 'server'))
+      : this._lost(ws, greeted || resuming);
   }
 
   async _resume(ws) {

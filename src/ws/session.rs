@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -168,11 +168,19 @@ impl Session {
                 }
                 End::Replaced(attach) => {
                     info!("session resumed from a new connection; closing the old one");
-                    let _ = socket.send(Message::Close(None)).await;
+                    // A distinct code, so the old page does not resume it straight back.
+                    let close = CloseFrame {
+                        code: 4000,
+                        reason: "session resumed by another connection".into(),
+                    };
+                    let _ = socket.send(Message::Close(Some(close))).await;
                     *attach
                 }
                 End::Dropped => {
                     let _ = socket.send(Message::Close(None)).await;
+                    // Release the connection now: a browser waiting for the TCP close would
+                    // otherwise notice only after its own closing time-out.
+                    drop(socket);
                     match self.grace(&mut reg_rx, &mut attach_rx, &mut call_rx).await {
                         Some(attach) => attach,
                         None => break,
@@ -194,13 +202,14 @@ impl Session {
                 Err(()) => End::Dropped,
             };
         }
-        drop(socket);
         self.finish(&mut reg_rx, &mut call_rx).await;
         info!("session ended");
     }
 
     fn resume_result(&self, request_id: &str) -> String {
-        let mut payload = json!({ "calls": [] });
+        let mut calls: Vec<&String> = self.calls.keys().collect();
+        calls.sort();
+        let mut payload = json!({ "calls": calls });
         if let Some(reg) = &self.reg {
             payload["dn"] = json!(reg.dn);
         }
