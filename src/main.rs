@@ -18,7 +18,7 @@ use tracing::{error, info};
 
 /// SIGTERM must end the process within 5 s (DESIGN.md run contract); unregistering gets
 /// most of that.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4000);
 
 fn main() -> ExitCode {
     let cfg = match Config::resolve(Cli::parse()) {

@@ -633,3 +633,72 @@ async fn one_agent_holds_two_calls_at_once() {
         .wait(Duration::from_secs(5))
         .is_some_and(|s| s.success()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_hold_and_unhold_re_invite_the_far_end() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let mut phone = Sipp::start("uas_accept_hold.xml", Some(port), &["-rtp_echo"]);
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    peer.send_numbered(300, 160);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let r = c.request("hold", json!({"callId": call_id})).await;
+    assert_eq!(r["type"], "result", "{r}");
+    let held = c.event("held", WAIT).await;
+    assert_eq!(held["payload"]["by"], "local", "{held}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let on_hold = peer.echoed_counters().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = peer.echoed_counters().len();
+    assert!(
+        still - on_hold <= 3,
+        "media flowed during hold: {on_hold} -> {still}"
+    );
+
+    let r = c.request("unhold", json!({"callId": call_id})).await;
+    assert_eq!(r["type"], "result", "{r}");
+    let resumed = c.event("resumed", WAIT).await;
+    assert_eq!(resumed["payload"]["by"], "local");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        peer.echoed_counters().len() >= still + 50,
+        "audio did not come back"
+    );
+    let seqs: Vec<u16> = peer.received().iter().map(|p| p.seq).collect();
+    for w in seqs.windows(2) {
+        let step = w[1].wrapping_sub(w[0]);
+        assert!(
+            (1..=3).contains(&step),
+            "sequence jumped {} -> {}",
+            w[0],
+            w[1]
+        );
+    }
+    let r = c.request("hold", json!({"callId": "nope"})).await;
+    assert_eq!(r["payload"]["code"], "no_such_call");
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIPp did not see sendonly/sendrecv: {status:?}\n{}",
+        phone.traces()
+    );
+}

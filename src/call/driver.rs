@@ -15,7 +15,7 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, StatusCode, Uri};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use super::state::{Action, CallState, Direction, Event, Input};
@@ -35,11 +35,19 @@ pub enum CallCommand {
     Answer {
         /// The browser's answer.
         sdp: String,
-        /// `Err(message)` when the SDP cannot be used.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// The request to answer (`result`, or `error` when the SDP cannot be used).
+        request_id: String,
     },
     /// `reject` with a status.
     Reject(u16),
+    /// `hold` (true) or `unhold` (false): a re-INVITE with `a=sendonly` / `a=sendrecv`.
+    Hold {
+        /// Hold or take back.
+        on: bool,
+        /// The request to answer (`error` when the far end refused or the call is not
+        /// answered).
+        request_id: String,
+    },
 }
 
 /// How the session reaches a call.
@@ -89,6 +97,49 @@ impl Ctx {
             ended: kind == "hangup",
             handle: None,
         });
+    }
+
+    /// Answers a browser request through the same inbox as the call's events, so the
+    /// order the protocol promises holds.
+    fn reply(&self, request_id: &str, r: Result<(), String>) {
+        let frame = match r {
+            Ok(()) => protocol::frame("result", Some(request_id), json!({})),
+            Err(m) => protocol::error(
+                Some(request_id),
+                protocol::ErrorCode::InvalidState,
+                &m,
+                None,
+            ),
+        };
+        let _ = self.inbox.send(CallNote {
+            call_id: self.id.clone(),
+            frame,
+            ended: false,
+            handle: None,
+        });
+    }
+
+    /// Every request gets one reply: those still queued when the call ended get an error.
+    fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
+        cmds.close();
+        while let Ok(cmd) = cmds.try_recv() {
+            if let CallCommand::Answer { request_id, .. } | CallCommand::Hold { request_id, .. } =
+                cmd
+            {
+                self.reply(&request_id, Err("the call is over".into()));
+            }
+        }
+    }
+
+    /// The outcome of the agent's hold or resume: the `result`, then `held`/`resumed`.
+    fn held(&self, request_id: &str, r: Result<(), String>, on: bool) {
+        let ok = r.is_ok();
+        self.reply(request_id, r);
+        if ok {
+            let kind = if on { "held" } else { "resumed" };
+            info!(kind, "local hold change");
+            self.tell(kind, json!({ "callId": self.id, "by": "local" }));
+        }
     }
 
     fn event(&self, e: &Event) {
@@ -217,11 +268,16 @@ async fn run_outgoing(
             cmd = cmds.recv() => match cmd {
                 Some(CallCommand::Hangup) | None => Input::BrowserHangup,
                 Some(CallCommand::ServerHangup) => Input::ServerHangup,
-                Some(CallCommand::Answer { reply, .. }) => {
-                    let _ = reply.send(Err("an outgoing call cannot be answered".into()));
+                Some(CallCommand::Answer { request_id, .. }) => {
+                    ctx.reply(&request_id, Err("an outgoing call cannot be answered".into()));
                     continue;
                 }
                 Some(CallCommand::Reject(_)) => continue,
+                Some(CallCommand::Hold { on, request_id }) => {
+                    let r = local_hold(&dialog, &mut media, &state, on).await;
+                    ctx.held(&request_id, r, on);
+                    continue;
+                }
             },
             result = async { match join.as_mut() { Some(j) => j.await, None => std::future::pending().await } } => {
                 join = None;
@@ -251,8 +307,49 @@ async fn run_outgoing(
             break;
         }
     }
+    ctx.refuse_pending(&mut cmds);
     app.shared.calls.remove(&call.id);
     app.dialogs.remove_dialog(&dialog.id());
+}
+
+/// How long a hold or resume re-INVITE may take before the agent is told it failed.
+const REINVITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The agent's hold (`on`) or resume: a re-INVITE offering `a=sendonly` / `a=sendrecv`
+/// (RFC 3264 §8.4), then the far end's answer applied and `held`/`resumed` told.
+async fn local_hold(
+    dialog: &InviteDialog,
+    media: &mut MediaSession,
+    state: &CallState,
+    on: bool,
+) -> Result<(), String> {
+    if state.phase() != super::state::Phase::Answered {
+        return Err("the call is not answered".into());
+    }
+    let direction = if on {
+        SdpDirection::SendOnly
+    } else {
+        SdpDirection::SendRecv
+    };
+    let offer = media.sip_reoffer(direction).map_err(|e| e.to_string())?;
+    let headers = vec![Header::ContentType("application/sdp".into())];
+    let sent = dialog.reinvite_with_glare_retry(Some(headers), Some(offer.into_bytes()), 2);
+    let resp = match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
+        Ok(Ok(Some(resp))) => resp,
+        Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
+        Ok(Err(e)) => return Err(format!("re-INVITE failed: {e}")),
+        Err(_) => return Err("no answer to the re-INVITE".into()),
+    };
+    let status = resp.status_code.code();
+    if !(200..300).contains(&status) {
+        return Err(format!("the far end answered {status}"));
+    }
+    if let Some(answer) = sdp_body(&resp.body) {
+        if let Err(e) = media.set_sip_remote(&answer) {
+            warn!(error = %e, "re-INVITE answer unusable");
+        }
+    }
+    media.set_hold(on).map_err(|e| e.to_string())
 }
 
 /// A media event as an input for the call, logged once here.
@@ -509,10 +606,16 @@ async fn run_incoming(
                 Some(CallCommand::Hangup) | None => Input::BrowserHangup,
                 Some(CallCommand::ServerHangup) => Input::ServerHangup,
                 Some(CallCommand::Reject(s)) => Input::BrowserReject(s),
-                Some(CallCommand::Answer { sdp, reply }) => match media.set_browser_answer(&sdp) {
-                    Ok(()) => { let _ = reply.send(Ok(())); Input::BrowserAnswer }
-                    Err(e) => { let _ = reply.send(Err(e.to_string())); continue }
+                Some(CallCommand::Answer { sdp, request_id }) => match media.set_browser_answer(&sdp) {
+                    // The `result` goes first, then the `answered` event (PROTOCOL.md).
+                    Ok(()) => { ctx.reply(&request_id, Ok(())); Input::BrowserAnswer }
+                    Err(e) => { ctx.reply(&request_id, Err(e.to_string())); continue }
                 },
+                Some(CallCommand::Hold { on, request_id }) => {
+                    let r = local_hold(&dialog, &mut media, &state, on).await;
+                    ctx.held(&request_id, r, on);
+                    continue;
+                }
             },
             ds = dialog_rx.recv() => match ds {
                 Some(ds) => match on_dialog_state(&ctx, ds, &mut media, &state).await {
@@ -549,6 +652,7 @@ async fn run_incoming(
             break;
         }
     }
+    ctx.refuse_pending(&mut cmds);
     app.shared.calls.remove(&id);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
     app.dialogs.remove_dialog(&dialog.id());

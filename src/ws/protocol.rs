@@ -130,12 +130,14 @@ pub enum Request {
     Hangup(CallIdPayload),
     /// `iceCandidate`.
     IceCandidate(IceCandidatePayload),
+    /// `hold` (true) or `unhold` (false).
+    Hold(CallIdPayload, bool),
     /// A v1 request type this server does not carry out yet.
     NotYet(String),
 }
 
 /// Types PROTOCOL.md defines that later parts of the server will carry out.
-const LATER: &[&str] = &["dtmf", "hold", "unhold", "transfer"];
+const LATER: &[&str] = &["dtmf", "transfer"];
 
 /// A frame that is not a usable request, and what to answer.
 #[derive(Debug, PartialEq)]
@@ -220,6 +222,8 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
         "hangup" => Request::Hangup(decode(&id, payload)?),
         "iceCandidate" => Request::IceCandidate(decode(&id, payload)?),
+        "hold" => Request::Hold(decode(&id, payload)?, true),
+        "unhold" => Request::Hold(decode(&id, payload)?, false),
         other if LATER.contains(&other) => Request::NotYet(other.to_string()),
         other => {
             return Err(bad(

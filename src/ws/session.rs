@@ -382,6 +382,9 @@ impl Session {
             }
             Request::Hangup(p) => self.call_command(id, &p.call_id, CallCommand::Hangup),
             Request::IceCandidate(p) => self.ice_candidate(id, p),
+            Request::Hold(p, on) => self.call_request(id, &p.call_id, |request_id| {
+                CallCommand::Hold { on, request_id }
+            }),
             Request::NotYet(kind) => vec![protocol::error(
                 Some(&id),
                 ErrorCode::BadRequest,
@@ -542,27 +545,30 @@ impl Session {
     }
 
     fn answer(&mut self, id: String, p: protocol::AnswerPayload) -> Vec<String> {
-        let Some(call) = self.calls.get(&p.call_id) else {
-            return vec![protocol::error(
+        let sdp = p.sdp;
+        self.call_request(id, &p.call_id, |request_id| CallCommand::Answer {
+            sdp,
+            request_id,
+        })
+    }
+
+    /// A request the call answers itself, through the session's call inbox, in order with
+    /// the call's events.
+    fn call_request(
+        &mut self,
+        id: String,
+        call_id: &str,
+        make: impl FnOnce(String) -> CallCommand,
+    ) -> Vec<String> {
+        match self.calls.get(call_id) {
+            Some(call) if call.send(make(id.clone())) => Vec::new(),
+            _ => vec![protocol::error(
                 Some(&id),
                 ErrorCode::NoSuchCall,
                 "no such call",
                 None,
-            )];
-        };
-        let (tx, _rx) = tokio::sync::oneshot::channel();
-        if !call.send(CallCommand::Answer {
-            sdp: p.sdp,
-            reply: tx,
-        }) {
-            return vec![protocol::error(
-                Some(&id),
-                ErrorCode::NoSuchCall,
-                "the call is over",
-                None,
-            )];
+            )],
         }
-        vec![protocol::frame("result", Some(&id), json!({}))]
     }
 
     fn call_command(&mut self, id: String, call_id: &str, cmd: CallCommand) -> Vec<String> {
