@@ -89,7 +89,7 @@ impl Legs {
     }
 
     /// Browser -> SIP: what arrives is SRTP; unprotect, rewrite.
-    fn from_browser(&mut self, now: Instant) {
+    fn browser_to_sip(&mut self, now: Instant) {
         self.seq = self.seq.wrapping_add(1);
         let p = rtp(self.seq);
         self.browser
@@ -109,7 +109,7 @@ impl Legs {
     }
 
     /// SIP -> browser: what arrives is plain RTP; rewrite, protect.
-    fn to_browser(&mut self, packet: &mut [u8], now: Instant) {
+    fn sip_to_browser(&mut self, packet: &mut [u8], now: Instant) {
         let before = ALLOCS.load(Ordering::Relaxed);
         self.to_browser
             .rewrite(packet, &self.map, now)
@@ -134,17 +134,17 @@ fn count_allocations() {
         let now = Instant::now();
         // Warm up: first packets of an SSRC set up SRTP state.
         for _ in 0..10 {
-            legs.from_browser(now);
+            legs.browser_to_sip(now);
         }
         OUR_ALLOCS.store(0, Ordering::Relaxed);
         SRTP_ALLOCS.store(0, Ordering::Relaxed);
         for _ in 0..N {
-            legs.from_browser(now);
+            legs.browser_to_sip(now);
         }
         let mut p = rtp(1);
         for i in 0..N {
             header::set_seq(&mut p, i as u16);
-            legs.to_browser(&mut p, now);
+            legs.sip_to_browser(&mut p, now);
         }
         println!(
             "allocations per packet, {}: ours {:.2}, SRTP library {:.2}",
