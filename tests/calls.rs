@@ -702,3 +702,51 @@ async fn agent_hold_and_unhold_re_invite_the_far_end() {
         phone.traces()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn far_end_dtmf_as_rfc4733_and_info_become_dtmf_events() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let mut phone = Sipp::start("uas_dtmf.xml", Some(port), &[]);
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    peer.send_numbered(200, 160);
+
+    let first = c.event("dtmf", WAIT).await;
+    assert_eq!(first["payload"]["callId"], call_id.as_str());
+    assert_eq!(first["payload"]["digit"], "1", "{first}");
+    assert_eq!(first["payload"]["method"], "rfc4733");
+    assert!(first["payload"]["duration"].as_u64().is_some_and(|d| d > 0));
+    let second = c.event("dtmf", WAIT).await;
+    assert_eq!(second["payload"]["digit"], "5", "{second}");
+    assert_eq!(second["payload"]["method"], "info");
+    assert_eq!(second["payload"]["duration"], 160);
+    // One event per key press, not per packet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Some(f) = c.recv(Duration::from_millis(100)).await {
+        assert_ne!(f["type"], "dtmf", "a second event for one press: {f}");
+    }
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        phone.traces()
+    );
+}

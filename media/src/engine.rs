@@ -397,11 +397,13 @@ impl MediaSession {
         let mut to_browser = PtMap::new();
         let _ = to_sip.insert(browser.pt, their.pt);
         let _ = to_browser.insert(their.pt, browser.pt);
+        let mut sip_dtmf = None;
         if let Some((b_te, s_te)) =
             sdp::common_dtmf(&self.browser_codecs, &desc.codecs, our.clock_rate)
         {
             let _ = to_sip.insert(b_te.pt, s_te.pt);
             let _ = to_browser.insert(s_te.pt, b_te.pt);
+            sip_dtmf = Some(s_te.pt);
         }
         let addr = (desc.port != 0).then_some(SocketAddr::new(desc.addr, desc.port));
         let rtcp = addr.map(|a| match desc.rtcp {
@@ -419,6 +421,7 @@ impl MediaSession {
                 to_sip,
                 to_browser,
                 clock_rate: our.clock_rate,
+                sip_dtmf,
             },
         })?;
         self.send(Command::Hold { id: self.id, held })

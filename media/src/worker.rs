@@ -82,6 +82,8 @@ pub enum MediaEvent {
     BrowserConnected,
     /// The browser leg failed (DTLS error, consent lost, connect time-out).
     BrowserFailed(String),
+    /// A key press the far end sent as RFC 4733 telephone-events.
+    Dtmf(crate::dtmf::KeyPress),
     /// No media from a leg for the configured time.
     Timeout {
         /// Which leg went silent: `browser` or `sip`.
@@ -98,6 +100,8 @@ pub struct RelayPlan {
     pub to_browser: PtMap,
     /// Clock rate of the relayed codec.
     pub clock_rate: u32,
+    /// The far end's telephone-event payload type, if negotiated.
+    pub sip_dtmf: Option<u8>,
 }
 
 /// A request from signaling.
@@ -188,6 +192,7 @@ struct Call {
     to_browser: StreamRewriter,
     plan: Option<RelayPlan>,
     sip_rx: ReceiveStats,
+    dtmf: crate::dtmf::Detector,
     browser_rx: ReceiveStats,
     counters: Arc<MediaCounters>,
     events: UnboundedSender<MediaEvent>,
@@ -460,6 +465,7 @@ impl Worker {
             to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
             plan: None,
             sip_rx: ReceiveStats::default(),
+            dtmf: crate::dtmf::Detector::default(),
             browser_rx: ReceiveStats::default(),
             counters: new.counters,
             events: new.events,
@@ -671,6 +677,14 @@ impl Call {
             return;
         }
         let Some(plan) = self.plan else { return };
+        if plan.sip_dtmf == Some(header::pt(packet)) {
+            if let Some(press) =
+                self.dtmf
+                    .on_payload(&packet[header::LEN..], header::ts(packet), plan.clock_rate)
+            {
+                let _ = self.events.send(MediaEvent::Dtmf(press));
+            }
+        }
         self.sip_in_ssrc = Some(header::ssrc(packet));
         self.sip_rx.on_packet(
             header::seq(packet),

@@ -119,6 +119,15 @@ impl Ctx {
         });
     }
 
+    /// A `dtmf` event.
+    fn dtmf(&self, digit: char, duration: u32, method: &str) {
+        info!(%digit, method, "far-end DTMF");
+        self.tell(
+            "dtmf",
+            json!({ "callId": self.id, "digit": digit.to_string(), "duration": duration, "method": method }),
+        );
+    }
+
     /// Every request gets one reply: those still queued when the call ended get an error.
     fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
         cmds.close();
@@ -296,7 +305,7 @@ async fn run_outgoing(
                 },
                 None => continue,
             },
-            ev = media.events.recv() => match ev.map(media_input) {
+            ev = media.events.recv() => match ev.and_then(|e| media_input(&ctx, e)) {
                 Some(i) => i,
                 None => continue,
             },
@@ -352,9 +361,10 @@ async fn local_hold(
     media.set_hold(on).map_err(|e| e.to_string())
 }
 
-/// A media event as an input for the call, logged once here.
-fn media_input(ev: MediaEvent) -> Input {
-    match ev {
+/// A media event as an input for the call (logged once here); key presses go straight to
+/// the browser as `dtmf` events.
+fn media_input(ctx: &Ctx, ev: MediaEvent) -> Option<Input> {
+    Some(match ev {
         MediaEvent::BrowserConnected => {
             info!("browser media connected");
             Input::MediaConnected
@@ -367,7 +377,36 @@ fn media_input(ev: MediaEvent) -> Input {
             info!(leg, "media timeout");
             Input::MediaTimeout
         }
+        MediaEvent::Dtmf(press) => {
+            ctx.dtmf(press.digit, press.duration_ms, "rfc4733");
+            return None;
+        }
+    })
+}
+
+/// A key press carried by SIP INFO (`application/dtmf-relay`: `Signal=5`, `Duration=160`).
+fn info_dtmf(body: &[u8]) -> Option<(char, u32)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut signal = None;
+    let mut duration = 100;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "signal" => {
+                signal = v
+                    .trim()
+                    .chars()
+                    .next()
+                    .map(|c| c.to_ascii_uppercase())
+                    .filter(|c| c.is_ascii_digit() || "*#ABCD".contains(*c));
+            }
+            "duration" => duration = v.trim().parse().unwrap_or(100),
+            _ => {}
+        }
     }
+    signal.map(|s| (s, duration))
 }
 
 fn error_status(e: &rsipstack::Error) -> u16 {
@@ -448,8 +487,22 @@ async fn on_dialog_state(
             | TerminatedReason::UacOther(s)
             | TerminatedReason::UasOther(s) => Input::SipFailed(s.code()),
         }),
-        DialogState::Info(_, _, handle)
-        | DialogState::Options(_, _, handle)
+        DialogState::Info(_, req, handle) => {
+            let is_dtmf = req.headers.iter().any(|h| {
+                matches!(h, Header::ContentType(ct) if ct.value().to_ascii_lowercase().contains("dtmf-relay"))
+            });
+            match info_dtmf(&req.body).filter(|_| is_dtmf) {
+                Some((digit, duration)) => {
+                    ctx.dtmf(digit, duration, "info");
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                None => {
+                    let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                }
+            }
+            None
+        }
+        DialogState::Options(_, _, handle)
         | DialogState::Message(_, _, handle)
         | DialogState::Notify(_, _, handle)
         | DialogState::Publish(_, _, handle) => {
@@ -625,7 +678,7 @@ async fn run_incoming(
                 },
                 None => continue,
             },
-            ev = media.events.recv() => match ev.map(media_input) {
+            ev = media.events.recv() => match ev.and_then(|e| media_input(&ctx, e)) {
                 Some(i) => i,
                 None => continue,
             },
@@ -678,4 +731,18 @@ pub fn call_info(id: &str, dn: &str, direction: &'static str, remote: &str) -> C
 /// RFC 3339 of an optional time.
 pub fn time_opt(t: Option<SystemTime>) -> Option<String> {
     t.map(rfc3339)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::info_dtmf;
+
+    #[test]
+    fn dtmf_relay_bodies() {
+        assert_eq!(info_dtmf(b"Signal=5\r\nDuration=160\r\n"), Some(('5', 160)));
+        assert_eq!(info_dtmf(b"signal= #\nduration=80"), Some(('#', 80)));
+        assert_eq!(info_dtmf(b"Signal=x"), None);
+        assert_eq!(info_dtmf(b"\xff\xfe"), None);
+        assert_eq!(info_dtmf(b"Duration=100"), None);
+    }
 }
