@@ -750,3 +750,91 @@ async fn far_end_dtmf_as_rfc4733_and_info_become_dtmf_events() {
         phone.traces()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_dtmf_goes_out_as_rfc4733_events_and_as_info() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    // The far end's RTP port is ours to read: SIPp only signals it.
+    let rtp_port = pick_port();
+    let rtp = std::net::UdpSocket::bind(("127.0.0.1", rtp_port)).expect("rtp port");
+    rtp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut phone = Sipp::start(
+        "uas_dtmf_sink.xml",
+        Some(port),
+        &["-set", "rtpport", &rtp_port.to_string()],
+    );
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    peer.send_numbered(250, 160);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let r = c
+        .request("dtmf", json!({"callId": call_id, "digits": "123#"}))
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    // Read what reached the far end for 2 s: telephone-events with its payload type 101.
+    let mut detector = media::dtmf::Detector::default();
+    let mut digits = String::new();
+    let mut buf = [0u8; 1500];
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let mut last_seq: Option<u16> = None;
+    while std::time::Instant::now() < until {
+        let Ok((n, _)) = rtp.recv_from(&mut buf) else {
+            continue;
+        };
+        let p = &buf[..n];
+        let seq = media::relay::header::seq(p);
+        if let Some(prev) = last_seq {
+            assert_eq!(
+                seq,
+                prev.wrapping_add(1),
+                "sequence broke around the events"
+            );
+        }
+        last_seq = Some(seq);
+        if media::relay::header::pt(p) == 101 {
+            if let Some(k) = detector.on_payload(&p[12..], media::relay::header::ts(p), 8000) {
+                digits.push(k.digit);
+                assert_eq!(k.duration_ms, 100);
+            }
+        }
+    }
+    assert_eq!(digits, "123#");
+
+    let r = c
+        .request(
+            "dtmf",
+            json!({"callId": call_id, "digits": "123#", "method": "info"}),
+        )
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    let r = c
+        .request("dtmf", json!({"callId": call_id, "digits": "9x"}))
+        .await;
+    assert_eq!(r["payload"]["code"], "bad_request");
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIPp did not get the INFOs: {status:?}\n{}",
+        phone.traces()
+    );
+}

@@ -53,6 +53,9 @@ pub enum MediaError {
     /// DTLS set-up failed.
     #[error("DTLS: {0}")]
     Dtls(#[from] crate::dtls::DtlsError),
+    /// The far end did not negotiate telephone-event.
+    #[error("the far end did not negotiate telephone-event; use method info")]
+    NoTelephoneEvent,
     /// The call is unknown or its worker is gone.
     #[error("media session is gone")]
     Gone,
@@ -83,6 +86,8 @@ pub struct MediaSession {
     sip_codecs: Vec<Codec>,
     /// The codec relayed, once both sides are known.
     chosen: Option<Codec>,
+    /// The far end's telephone-event payload type, once known.
+    far_dtmf: Option<u8>,
     sdp_version: u64,
     session_id: u64,
     direction: Direction,
@@ -222,6 +227,7 @@ impl MediaEngine {
             browser_codecs,
             sip_codecs,
             chosen: None,
+            far_dtmf: None,
             sdp_version: 1,
             session_id: rand::random::<u32>().into(),
             direction: Direction::SendRecv,
@@ -413,6 +419,7 @@ impl MediaSession {
         let held =
             matches!(desc.direction, Direction::SendOnly | Direction::Inactive) || addr.is_none();
         self.chosen = Some(browser);
+        self.far_dtmf = sip_dtmf;
         self.send(Command::SetSipRemote {
             id: self.id,
             addr,
@@ -440,6 +447,18 @@ impl MediaSession {
                 fingerprint: desc.fingerprint,
                 role,
             },
+        })
+    }
+
+    /// Sends `digits` to the far end as RFC 4733 telephone-events of `duration_ms` each.
+    pub fn send_dtmf(&self, digits: &str, duration_ms: u32) -> Result<(), MediaError> {
+        if self.far_dtmf.is_none() {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        self.send(Command::SendDtmf {
+            id: self.id,
+            digits: digits.to_string(),
+            duration_ms,
         })
     }
 

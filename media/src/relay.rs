@@ -194,6 +194,30 @@ impl StreamRewriter {
         self.reanchor = true;
     }
 
+    /// The sequence number and current timestamp for a packet we originate on this stream
+    /// (RFC 4733 events): it takes the next sequence number, and the relayed stream then
+    /// continues after it.
+    pub fn originate(&mut self, now: Instant) -> (u16, u32) {
+        let (seq, ts) = match self.state {
+            Some(a) => {
+                let gap = now.saturating_duration_since(a.last_at);
+                let samples = (gap.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+                (a.last_seq.wrapping_add(1), a.last_ts.wrapping_add(samples))
+            }
+            None => (1, 0),
+        };
+        self.state = Some(Anchor {
+            in_ssrc: 0,
+            seq_delta: 0,
+            ts_delta: 0,
+            last_seq: seq,
+            last_ts: ts,
+            last_at: now,
+        });
+        self.reanchor = true;
+        (seq, ts)
+    }
+
     /// Rewrites `packet` in place for the other leg: payload type through `map`, our SSRC,
     /// and continuous sequence numbers and timestamps.
     pub fn rewrite(

@@ -133,6 +133,15 @@ pub enum Command {
         /// Held by either side.
         held: bool,
     },
+    /// Sends key presses to the far end as RFC 4733 telephone-events.
+    SendDtmf {
+        /// Call.
+        id: u64,
+        /// Digits (`0-9*#A-D`).
+        digits: String,
+        /// Per digit.
+        duration_ms: u32,
+    },
     /// Ends a call's media; `done` is signalled once its sockets are closed.
     Remove {
         /// Call.
@@ -193,6 +202,7 @@ struct Call {
     plan: Option<RelayPlan>,
     sip_rx: ReceiveStats,
     dtmf: crate::dtmf::Detector,
+    dtmf_out: crate::dtmf::Sender,
     browser_rx: ReceiveStats,
     counters: Arc<MediaCounters>,
     events: UnboundedSender<MediaEvent>,
@@ -378,6 +388,16 @@ impl Worker {
                         call.last_browser_rx = call.last_browser_rx.map(|_| now);
                     }
                 }
+                Command::SendDtmf {
+                    id,
+                    digits,
+                    duration_ms,
+                } => {
+                    if let Some(call) = self.call_mut(id) {
+                        let clock = call.plan.map_or(8000, |p| p.clock_rate);
+                        call.dtmf_out.queue(&digits, duration_ms, clock);
+                    }
+                }
                 Command::Remove { id, done } => {
                     if let Some(&slot) = self.by_id.get(&id) {
                         self.remove_slot(slot, now);
@@ -466,6 +486,7 @@ impl Worker {
             plan: None,
             sip_rx: ReceiveStats::default(),
             dtmf: crate::dtmf::Detector::default(),
+            dtmf_out: crate::dtmf::Sender::default(),
             browser_rx: ReceiveStats::default(),
             counters: new.counters,
             events: new.events,
@@ -648,6 +669,7 @@ impl Worker {
                 }
             }
             call.check_timeouts(now);
+            call.send_dtmf(now);
             if now >= call.next_rtcp {
                 call.next_rtcp = now + crate::rtcp::INTERVAL;
                 call.send_reports(&self.browser, &mut self.scratch, now);
@@ -718,6 +740,11 @@ impl Call {
             now,
             plan.clock_rate,
         );
+        // While we send an event, the browser's audio toward the far end pauses (RFC 4733
+        // §2.5.1.2), so the far end does not hear the tone and the event at once.
+        if self.dtmf_out.is_active() {
+            return;
+        }
         if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
             return;
         }
@@ -726,6 +753,22 @@ impl Call {
                 self.counters.sent(plain.len());
                 self.sent_to_sip
                     .on_sent(plain.len() - header::LEN, header::ts(plain), now);
+            }
+        }
+    }
+
+    /// The next RFC 4733 packet toward the far end, if one is due.
+    fn send_dtmf(&mut self, now: Instant) {
+        let (Some(plan), Some(to)) = (self.plan, self.peer.destination()) else {
+            return;
+        };
+        let Some(pt) = plan.sip_dtmf else { return };
+        let mut packet = [0u8; 16];
+        if let Some(n) = self.dtmf_out.poll(now, &mut self.to_sip, pt, &mut packet) {
+            if self.rtp.send_to(&packet[..n], to).is_ok() {
+                self.counters.sent(n);
+                self.sent_to_sip
+                    .on_sent(n - header::LEN, header::ts(&packet), now);
             }
         }
     }

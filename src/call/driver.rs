@@ -40,6 +40,17 @@ pub enum CallCommand {
     },
     /// `reject` with a status.
     Reject(u16),
+    /// `dtmf` toward the far end.
+    Dtmf {
+        /// Digits (`0-9*#A-D`).
+        digits: String,
+        /// Per digit, ms.
+        duration: u32,
+        /// SIP INFO rather than RFC 4733.
+        info: bool,
+        /// The request to answer.
+        request_id: String,
+    },
     /// `hold` (true) or `unhold` (false): a re-INVITE with `a=sendonly` / `a=sendrecv`.
     Hold {
         /// Hold or take back.
@@ -132,8 +143,9 @@ impl Ctx {
     fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
         cmds.close();
         while let Ok(cmd) = cmds.try_recv() {
-            if let CallCommand::Answer { request_id, .. } | CallCommand::Hold { request_id, .. } =
-                cmd
+            if let CallCommand::Answer { request_id, .. }
+            | CallCommand::Hold { request_id, .. }
+            | CallCommand::Dtmf { request_id, .. } = cmd
             {
                 self.reply(&request_id, Err("the call is over".into()));
             }
@@ -287,6 +299,11 @@ async fn run_outgoing(
                     ctx.held(&request_id, r, on);
                     continue;
                 }
+                Some(CallCommand::Dtmf { digits, duration, info, request_id }) => {
+                    let r = send_dtmf(&dialog, &media, &state, &digits, duration, info).await;
+                    ctx.reply(&request_id, r);
+                    continue;
+                }
             },
             result = async { match join.as_mut() { Some(j) => j.await, None => std::future::pending().await } } => {
                 join = None;
@@ -359,6 +376,37 @@ async fn local_hold(
         }
     }
     media.set_hold(on).map_err(|e| e.to_string())
+}
+
+/// The agent's key presses toward the far end: RFC 4733 events in the media, or one SIP
+/// INFO (`application/dtmf-relay`) per digit.
+async fn send_dtmf(
+    dialog: &InviteDialog,
+    media: &MediaSession,
+    state: &CallState,
+    digits: &str,
+    duration: u32,
+    info: bool,
+) -> Result<(), String> {
+    if state.phase() != super::state::Phase::Answered {
+        return Err("the call is not answered".into());
+    }
+    if !info {
+        return media.send_dtmf(digits, duration).map_err(|e| e.to_string());
+    }
+    for digit in digits.chars() {
+        let body = format!("Signal={digit}\r\nDuration={duration}\r\n");
+        let headers = vec![Header::ContentType("application/dtmf-relay".into())];
+        let sent = dialog.info(Some(headers), Some(body.into_bytes()));
+        match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
+            Ok(Ok(Some(resp))) if resp.status_code.code() < 300 => {}
+            Ok(Ok(Some(resp))) => return Err(format!("INFO answered {}", resp.status_code.code())),
+            Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
+            Ok(Err(e)) => return Err(format!("INFO failed: {e}")),
+            Err(_) => return Err("no answer to INFO".into()),
+        }
+    }
+    Ok(())
 }
 
 /// A media event as an input for the call (logged once here); key presses go straight to
@@ -667,6 +715,11 @@ async fn run_incoming(
                 Some(CallCommand::Hold { on, request_id }) => {
                     let r = local_hold(&dialog, &mut media, &state, on).await;
                     ctx.held(&request_id, r, on);
+                    continue;
+                }
+                Some(CallCommand::Dtmf { digits, duration, info, request_id }) => {
+                    let r = send_dtmf(&dialog, &media, &state, &digits, duration, info).await;
+                    ctx.reply(&request_id, r);
                     continue;
                 }
             },

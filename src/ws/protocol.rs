@@ -99,6 +99,22 @@ pub struct CallIdPayload {
     pub call_id: String,
 }
 
+/// `dtmf` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DtmfPayload {
+    /// The call.
+    pub call_id: String,
+    /// `0-9*#A-D`, up to 32.
+    pub digits: String,
+    /// Per digit, ms (default 100).
+    #[serde(default)]
+    pub duration: Option<u32>,
+    /// `rfc4733` (default) or `info`.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
 /// `iceCandidate` payload.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,12 +148,14 @@ pub enum Request {
     IceCandidate(IceCandidatePayload),
     /// `hold` (true) or `unhold` (false).
     Hold(CallIdPayload, bool),
+    /// `dtmf`.
+    Dtmf(DtmfPayload),
     /// A v1 request type this server does not carry out yet.
     NotYet(String),
 }
 
 /// Types PROTOCOL.md defines that later parts of the server will carry out.
-const LATER: &[&str] = &["dtmf", "transfer"];
+const LATER: &[&str] = &["transfer"];
 
 /// A frame that is not a usable request, and what to answer.
 #[derive(Debug, PartialEq)]
@@ -222,6 +240,11 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
         "hangup" => Request::Hangup(decode(&id, payload)?),
         "iceCandidate" => Request::IceCandidate(decode(&id, payload)?),
+        "dtmf" => {
+            let p: DtmfPayload = decode(&id, payload)?;
+            validate_dtmf(&p).map_err(|m| bad(Some(&id), m))?;
+            Request::Dtmf(p)
+        }
         "hold" => Request::Hold(decode(&id, payload)?, true),
         "unhold" => Request::Hold(decode(&id, payload)?, false),
         other if LATER.contains(&other) => Request::NotYet(other.to_string()),
@@ -237,6 +260,26 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
 
 fn decode<T: serde::de::DeserializeOwned>(id: &str, payload: Value) -> Result<T, Rejection> {
     serde_path_to_error::deserialize(payload).map_err(|e| payload_error(id, &e))
+}
+
+fn validate_dtmf(p: &DtmfPayload) -> Result<(), String> {
+    let ok = !p.digits.is_empty()
+        && p.digits.len() <= 32
+        && p.digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c));
+    if !ok {
+        return Err("payload.digits: must be 1 to 32 of 0-9 * # A-D".into());
+    }
+    if let Some(d) = p.duration {
+        if !(40..=2000).contains(&d) {
+            return Err("payload.duration: must be between 40 and 2000 ms".into());
+        }
+    }
+    match p.method.as_deref() {
+        None | Some("rfc4733") | Some("info") => Ok(()),
+        Some(_) => Err("payload.method: must be rfc4733 or info".into()),
+    }
 }
 
 fn validate_call(p: &CallPayload) -> Result<(), String> {
@@ -450,9 +493,15 @@ mod tests {
     #[test]
     fn later_types_are_recognised() {
         assert!(matches!(
-            parse(r#"{"type":"dtmf","id":"c"}"#),
-            Ok((_, Request::NotYet(t))) if t == "dtmf"
+            parse(r#"{"type":"transfer","id":"c"}"#),
+            Ok((_, Request::NotYet(t))) if t == "transfer"
         ));
+        let r = rejected(r#"{"type":"dtmf","id":"c","payload":{"callId":"x","digits":"12E"}}"#);
+        assert!(r.message.contains("payload.digits"), "{}", r.message);
+        let r = rejected(
+            r#"{"type":"dtmf","id":"c","payload":{"callId":"x","digits":"1","method":"sms"}}"#,
+        );
+        assert!(r.message.contains("payload.method"), "{}", r.message);
         let r = rejected(r#"{"type":"call","id":"c","payload":{"to":"1003"}}"#);
         assert!(r.message.contains("sdp"), "{}", r.message);
         let r = rejected(r#"{"type":"call","id":"c","payload":{"to":"10 03","sdp":"v=0"}}"#);

@@ -382,6 +382,17 @@ impl Session {
             }
             Request::Hangup(p) => self.call_command(id, &p.call_id, CallCommand::Hangup),
             Request::IceCandidate(p) => self.ice_candidate(id, p),
+            Request::Dtmf(p) => {
+                let digits = p.digits;
+                let duration = p.duration.unwrap_or(100);
+                let info = p.method.as_deref() == Some("info");
+                self.call_request(id, &p.call_id, |request_id| CallCommand::Dtmf {
+                    digits,
+                    duration,
+                    info,
+                    request_id,
+                })
+            }
             Request::Hold(p, on) => self.call_request(id, &p.call_id, |request_id| {
                 CallCommand::Hold { on, request_id }
             }),
