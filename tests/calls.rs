@@ -29,6 +29,42 @@ fn g711_peer() -> PeerOptions {
     }
 }
 
+/// SIPp running `scenario` as 1003, registered at `kam` from the port it then listens on.
+fn phone_1003(kam: &Kamailio, scenario: &str, extra: &[&str]) -> Sipp {
+    let port = pick_port();
+    assert!(
+        sipp::register(kam.port(), port, "1003", "pass1003"),
+        "SIPp could not register 1003"
+    );
+    Sipp::start(scenario, Some(port), extra)
+}
+
+/// Agent 5001 on a new gateway (with `gw_args`), in an answered call to 1003 whose ICE and
+/// DTLS are up: the gateway, the agent's socket, its WebRTC peer and the call id.
+async fn answered_call(kam: &Kamailio, gw_args: &[&str]) -> (Gateway, Client, Peer, String) {
+    let gw = Gateway::start(&kam.uri(), gw_args);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let peer = Peer::new(g711_peer()).await;
+    let r = c
+        .request(
+            "call",
+            json!({"to": "1003", "sdp": peer.create_offer().await}),
+        )
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    c.event("answered", WAIT).await;
+    assert!(
+        peer.wait_connected(Duration::from_secs(10)).await,
+        "ICE/DTLS with the gateway did not complete:\n{}",
+        gw.log()
+    );
+    (gw, c, peer, call_id)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn outbound_call_echoes_audio_and_hangs_up_with_bye() {
     let kam = Kamailio::start(KamailioOptions::default());
@@ -268,9 +304,7 @@ async fn unregistered_callee_and_cancel_while_ringing() {
     );
 
     // A phone that rings and never answers; the agent gives up.
-    let port = pick_port();
-    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
-    let mut phone = Sipp::start("uas_ring_cancel.xml", Some(port), &[]);
+    let mut phone = phone_1003(&kam, "uas_ring_cancel.xml", &[]);
     let peer = Peer::new(g711_peer()).await;
     let r = c
         .request(
@@ -301,24 +335,8 @@ async fn unregistered_callee_and_cancel_while_ringing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn far_end_hold_and_resume_keep_the_stream_continuous() {
     let kam = Kamailio::start(KamailioOptions::default());
-    let port = pick_port();
-    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
-    let mut phone = Sipp::start("uas_hold.xml", Some(port), &["-rtp_echo"]);
-    let gw = Gateway::start(&kam.uri(), &[]);
-    let mut c = Client::connect(&gw.ws_url()).await;
-    c.register("5001", "pass5001").await;
-    let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
-    c.event("answered", WAIT).await;
-    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    let mut phone = phone_1003(&kam, "uas_hold.xml", &["-rtp_echo"]);
+    let (_gw, mut c, peer, call_id) = answered_call(&kam, &[]).await;
     // 7 s of packets across answer, hold (from ~2 s to ~4 s) and resume.
     peer.send_numbered(350, 160);
     let held = c.event("held", WAIT).await;
@@ -536,9 +554,7 @@ async fn call_requests_with_bad_input_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn early_media_flows_before_answer() {
     let kam = Kamailio::start(KamailioOptions::default());
-    let port = pick_port();
-    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
-    let mut phone = Sipp::start("uas_early_media.xml", Some(port), &["-rtp_echo"]);
+    let mut phone = phone_1003(&kam, "uas_early_media.xml", &["-rtp_echo"]);
     let gw = Gateway::start(&kam.uri(), &[]);
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
@@ -637,24 +653,8 @@ async fn one_agent_holds_two_calls_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_hold_and_unhold_re_invite_the_far_end() {
     let kam = Kamailio::start(KamailioOptions::default());
-    let port = pick_port();
-    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
-    let mut phone = Sipp::start("uas_accept_hold.xml", Some(port), &["-rtp_echo"]);
-    let gw = Gateway::start(&kam.uri(), &[]);
-    let mut c = Client::connect(&gw.ws_url()).await;
-    c.register("5001", "pass5001").await;
-    let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
-    c.event("answered", WAIT).await;
-    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    let mut phone = phone_1003(&kam, "uas_accept_hold.xml", &["-rtp_echo"]);
+    let (_gw, mut c, peer, call_id) = answered_call(&kam, &[]).await;
     peer.send_numbered(300, 160);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
@@ -706,24 +706,8 @@ async fn agent_hold_and_unhold_re_invite_the_far_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn far_end_dtmf_as_rfc4733_and_info_become_dtmf_events() {
     let kam = Kamailio::start(KamailioOptions::default());
-    let port = pick_port();
-    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
-    let mut phone = Sipp::start("uas_dtmf.xml", Some(port), &[]);
-    let gw = Gateway::start(&kam.uri(), &[]);
-    let mut c = Client::connect(&gw.ws_url()).await;
-    c.register("5001", "pass5001").await;
-    let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
-    c.event("answered", WAIT).await;
-    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    let mut phone = phone_1003(&kam, "uas_dtmf.xml", &[]);
+    let (_gw, mut c, peer, call_id) = answered_call(&kam, &[]).await;
     peer.send_numbered(200, 160);
 
     let first = c.event("dtmf", WAIT).await;
@@ -766,21 +750,7 @@ async fn agent_dtmf_goes_out_as_rfc4733_events_and_as_info() {
         Some(port),
         &["-set", "rtpport", &rtp_port.to_string()],
     );
-    let gw = Gateway::start(&kam.uri(), &[]);
-    let mut c = Client::connect(&gw.ws_url()).await;
-    c.register("5001", "pass5001").await;
-    let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
-    c.event("answered", WAIT).await;
-    assert!(peer.wait_connected(Duration::from_secs(10)).await);
+    let (_gw, mut c, peer, call_id) = answered_call(&kam, &[]).await;
     peer.send_numbered(250, 160);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
