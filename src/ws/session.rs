@@ -224,6 +224,9 @@ impl Session {
         attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
         call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) -> End {
+        // A disconnect asked for while no socket was attached (the grace period) must not
+        // close the socket that resumed the session.
+        let _ = futures_util::FutureExt::now_or_never(self.kick.notified());
         let ping_every = self.app.cfg.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
