@@ -88,6 +88,15 @@ pub struct Cli {
     /// Media worker threads [default: the number of cores]
     #[arg(long, env = "GATEWAY_MEDIA_WORKERS", value_name = "N")]
     pub media_workers: Option<String>,
+    /// RFC 4028 session interval asked for in our INVITEs, seconds; 0 = none [default: 1800]
+    #[arg(long, env = "GATEWAY_SESSION_EXPIRES", value_name = "SECONDS")]
+    pub session_expires: Option<String>,
+    /// Smallest session interval accepted from the far end (422 below it) [default: 90]
+    #[arg(long, env = "GATEWAY_MIN_SE", value_name = "SECONDS")]
+    pub min_se: Option<String>,
+    /// What a REFER from the far end does: `accept` (call the target) or `reject` (403) [default: accept]
+    #[arg(long, env = "GATEWAY_INCOMING_REFER", value_name = "POLICY")]
+    pub incoming_refer: Option<String>,
 }
 
 /// How SIP reaches the upstream.
@@ -154,6 +163,10 @@ pub struct Config {
     pub rtp_timeout: Duration,
     /// Media worker threads.
     pub media_workers: usize,
+    /// Session timer settings (RFC 4028).
+    pub session_timer: crate::call::session_timer::TimerConfig,
+    /// Whether a REFER from the far end is followed.
+    pub accept_refer: bool,
 }
 
 /// A setting that could not be used; its `Display` is the one line printed at start-up.
@@ -246,7 +259,19 @@ const RTP_TIMEOUT: Setting = Setting::new("rtp-timeout", "GATEWAY_RTP_TIMEOUT", 
 const MEDIA_WORKERS: Setting =
     Setting::new("media-workers", "GATEWAY_MEDIA_WORKERS", "media_workers");
 
+const SESSION_EXPIRES: Setting = Setting::new(
+    "session-expires",
+    "GATEWAY_SESSION_EXPIRES",
+    "session_expires",
+);
+const MIN_SE: Setting = Setting::new("min-se", "GATEWAY_MIN_SE", "min_se");
+const INCOMING_REFER: Setting =
+    Setting::new("incoming-refer", "GATEWAY_INCOMING_REFER", "incoming_refer");
+
 const FILE_KEYS: &[&Setting] = &[
+    &SESSION_EXPIRES,
+    &MIN_SE,
+    &INCOMING_REFER,
     &RTP_TIMEOUT,
     &MEDIA_WORKERS,
     &WS_LISTEN,
@@ -342,6 +367,26 @@ impl Config {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let media_workers = integer(&MEDIA_WORKERS, cli.media_workers, cores, 1, 256)? as usize;
 
+        let min_se = integer(&MIN_SE, cli.min_se, 90, 90, 86_400)? as u32;
+        let session_expires = integer(
+            &SESSION_EXPIRES,
+            cli.session_expires.clone(),
+            1800,
+            0,
+            86_400,
+        )? as u32;
+        if session_expires != 0 && session_expires < min_se {
+            let raw = cli.session_expires.unwrap_or_default();
+            return Err(
+                SESSION_EXPIRES.invalid(&raw, format!("must be 0 or at least --min-se ({min_se})"))
+            );
+        }
+        let accept_refer = match cli.incoming_refer.as_deref().map(str::trim) {
+            None | Some("accept") => true,
+            Some("reject") => false,
+            Some(other) => return Err(INCOMING_REFER.invalid(other, "expected accept or reject")),
+        };
+
         let allowed_origins = cli
             .allowed_origins
             .map(|s| {
@@ -374,6 +419,11 @@ impl Config {
             allowed_origins,
             rtp_timeout,
             media_workers,
+            session_timer: crate::call::session_timer::TimerConfig {
+                session_expires,
+                min_se,
+            },
+            accept_refer,
         })
     }
 
@@ -428,6 +478,9 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "ws_ping_interval" => &mut cli.ws_ping_interval,
             "rtp_timeout" => &mut cli.rtp_timeout,
             "media_workers" => &mut cli.media_workers,
+            "session_expires" => &mut cli.session_expires,
+            "min_se" => &mut cli.min_se,
+            "incoming_refer" => &mut cli.incoming_refer,
             _ => &mut cli.allowed_origins,
         };
         if slot.is_none() {

@@ -1,26 +1,33 @@
-//! The task that owns one call: its SIP dialog (rsipstack), its media session and its
-//! [`CallState`]. Browser requests arrive as [`CallCommand`]s; everything the browser should
-//! hear leaves as ready-made protocol frames on the session's inbox.
+//! The task that owns one call: its SIP leg (an rsipstack dialog, replaced when the far end
+//! transfers us), its media session, its [`CallState`], its session timer and transfers.
+//! Browser requests arrive as [`CallCommand`]s; everything the browser should hear leaves as
+//! ready-made protocol frames on the session's inbox. Outgoing and incoming calls differ
+//! only in how they start; after that one loop serves both.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use media::engine::MediaSession;
 use media::sdp::Direction as SdpDirection;
 use media::worker::MediaEvent;
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
-use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
-use rsipstack::sip::{Header, StatusCode, Uri};
+use rsipstack::sip::{Header, Method, Response, StatusCode, Uri};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
-use super::state::{Action, CallState, Direction, Event, Input};
+use super::session_timer::{self, SessionExpires, SessionTimer, TimerAction, UasDecision};
+use super::state::{Action, CallState, Direction, Event, Input, Phase};
+use super::transfer::{self, Transfer, TransferState};
 use super::{CallInfo, CallNote};
 use crate::app::App;
+use crate::sip::headers;
+use crate::sip::ua::ALLOW;
 use crate::state::rfc3339;
 use crate::ws::protocol;
 
@@ -57,6 +64,13 @@ pub enum CallCommand {
         on: bool,
         /// The request to answer (`error` when the far end refused or the call is not
         /// answered).
+        request_id: String,
+    },
+    /// `transfer`: a blind transfer of the far end to `target` (REFER).
+    Transfer {
+        /// Request-URI of the transfer target.
+        target: String,
+        /// The request to answer.
         request_id: String,
     },
 }
@@ -139,13 +153,29 @@ impl Ctx {
         );
     }
 
+    /// A `transferState` event. `by: remote` (an addition to PROTOCOL.md v1) marks a transfer
+    /// the far end asked for, with the new far end in `to`.
+    fn transfer_state(&self, state: TransferState, sip_status: Option<u16>, remote: Option<&str>) {
+        info!(state = state.as_str(), sip_status, "transfer");
+        let mut p = json!({ "callId": self.id, "state": state.as_str() });
+        if let Some(s) = sip_status {
+            p["sipStatus"] = json!(s);
+        }
+        if let Some(to) = remote {
+            p["by"] = json!("remote");
+            p["to"] = json!(to);
+        }
+        self.tell("transferState", p);
+    }
+
     /// Every request gets one reply: those still queued when the call ended get an error.
     fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
         cmds.close();
         while let Ok(cmd) = cmds.try_recv() {
             if let CallCommand::Answer { request_id, .. }
             | CallCommand::Hold { request_id, .. }
-            | CallCommand::Dtmf { request_id, .. } = cmd
+            | CallCommand::Dtmf { request_id, .. }
+            | CallCommand::Transfer { request_id, .. } = cmd
             {
                 self.reply(&request_id, Err("the call is over".into()));
             }
@@ -199,6 +229,75 @@ fn sdp_body(body: &[u8]) -> Option<String> {
     String::from_utf8(body.to_vec()).ok()
 }
 
+/// One SIP dialog of the call and what it reports.
+struct SipLeg {
+    dialog: InviteDialog,
+    /// State changes; `None` once the channel closed.
+    events: Option<DialogStateReceiver>,
+    /// Our INVITE, until its final response.
+    invite: Option<JoinHandle<InviteAsyncResult>>,
+}
+
+/// A new leg toward the target of a REFER from the far end, replacing the current one when
+/// it answers.
+struct Replacement {
+    leg: SipLeg,
+    target: String,
+    /// The transferor already hung up: if the target fails, the call is over.
+    old_gone: bool,
+}
+
+/// The outcome of an in-dialog request sent in the background.
+enum Done {
+    /// A session refresh (UPDATE or re-INVITE).
+    Refresh(rsipstack::Result<Option<Response>>),
+    /// The agent's REFER.
+    Refer(rsipstack::Result<Option<Response>>),
+    /// Nothing to act on (NOTIFYs, the old leg's BYE).
+    Quiet,
+}
+
+/// What woke the call's task.
+enum Wake {
+    Command(Option<CallCommand>),
+    InviteDone(Result<InviteAsyncResult, JoinError>),
+    Dialog(Option<DialogState>),
+    Media(Option<MediaEvent>),
+    Timer,
+    NewLeg(Option<DialogState>),
+    NewLegDone(Result<InviteAsyncResult, JoinError>),
+    Done(Done),
+}
+
+/// One call.
+struct Call {
+    ctx: Ctx,
+    dn: String,
+    state: CallState,
+    media: MediaSession,
+    media_open: bool,
+    leg: SipLeg,
+    credential: Option<Credential>,
+    /// An outgoing call's INVITE, sent again after a 422.
+    invite: Option<InviteOption>,
+    /// The Session-Expires we ask for after a 422.
+    asked_se: Option<u32>,
+    timer: Option<SessionTimer>,
+    /// The far end's Allow lists UPDATE: refreshes need no SDP.
+    peer_update: bool,
+    /// We put the far end on hold (refresh re-INVITEs keep `sendonly`).
+    local_hold: bool,
+    /// The far end put us on hold.
+    remote_hold: bool,
+    transfer: Option<Transfer>,
+    replacement: Option<Replacement>,
+    background: JoinSet<Done>,
+    /// An incoming call: our SDP answer and the session-timer headers of our 2xx.
+    sip_answer: Option<(String, Vec<Header>)>,
+    /// An incoming call: the timer to start once answered.
+    pending_timer: Option<(u32, bool)>,
+}
+
 /// Starts an outgoing call's task.
 pub fn spawn_outgoing(
     app: Arc<App>,
@@ -215,11 +314,58 @@ pub fn spawn_outgoing(
     handle
 }
 
+/// Our INVITE from `dn` to `target` with `offer`, carrying what we support.
+fn build_invite(
+    app: &App,
+    dn: &str,
+    target: &str,
+    offer: String,
+    credential: Option<Credential>,
+    asked_se: Option<u32>,
+    mut headers: Vec<Header>,
+) -> Result<InviteOption, String> {
+    let ua = &app.ua;
+    let caller = Uri::try_from(ua.aor(dn).as_str()).map_err(|e| e.to_string())?;
+    let callee = Uri::try_from(target).map_err(|e| e.to_string())?;
+    let contact = Uri::try_from(ua.contact_uri(dn).as_str()).map_err(|e| e.to_string())?;
+    headers.push(Header::Allow(ALLOW.into()));
+    headers.push(Header::Supported("timer".into()));
+    if let Some((se, min_se)) = session_timer::invite_headers(app.cfg.session_timer, asked_se) {
+        headers.push(headers::other("Session-Expires", se));
+        headers.push(headers::other("Min-SE", min_se));
+    }
+    Ok(InviteOption {
+        caller,
+        callee,
+        destination: Some(ua.upstream_addr()),
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.into_bytes()),
+        contact,
+        credential,
+        headers: Some(headers),
+        ..Default::default()
+    })
+}
+
+/// Sends an INVITE; the leg reports on a new channel.
+fn send_invite(app: &App, option: InviteOption) -> Result<SipLeg, String> {
+    let (state_tx, events) = app.dialogs.new_dialog_state_channel();
+    let (dialog, join) = app
+        .dialogs
+        .do_invite_async(option, state_tx)
+        .map_err(|e| e.to_string())?;
+    Ok(SipLeg {
+        dialog,
+        events: Some(events),
+        invite: Some(join),
+    })
+}
+
 async fn run_outgoing(
     app: Arc<App>,
     call: Outgoing,
     inbox: mpsc::UnboundedSender<CallNote>,
-    mut cmds: mpsc::UnboundedReceiver<CallCommand>,
+    cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
     let ctx = Ctx {
         app: app.clone(),
@@ -227,186 +373,1094 @@ async fn run_outgoing(
         inbox,
     };
     let mut media = call.media;
-    let mut state = CallState::new(Direction::Outbound);
-    let ua = &app.ua;
-
-    let option = (|| -> Result<InviteOption, String> {
-        let caller = Uri::try_from(ua.aor(&call.dn).as_str()).map_err(|e| e.to_string())?;
-        let callee = Uri::try_from(call.target.as_str()).map_err(|e| e.to_string())?;
-        let contact =
-            Uri::try_from(ua.contact_uri(&call.dn).as_str()).map_err(|e| e.to_string())?;
-        let headers: Vec<Header> = call
-            .headers
-            .iter()
-            .map(|(k, v)| Header::Other(k.clone(), v.clone()))
-            .collect();
-        Ok(InviteOption {
-            caller,
-            callee,
-            destination: Some(ua.upstream_addr()),
-            content_type: Some("application/sdp".into()),
-            offer: Some(call.sip_offer.clone().into_bytes()),
-            contact,
-            credential: Some(Credential {
-                username: call.dn.clone(),
-                password: call.password.clone(),
-                realm: None,
-                ..Default::default()
-            }),
-            headers: (!headers.is_empty()).then_some(headers),
-            ..Default::default()
-        })
-    })();
-    let option = match option {
-        Ok(o) => o,
-        Err(e) => {
-            warn!(error = %e, "cannot build INVITE");
-            finish(&ctx, &mut state, Input::SipFailed(400), None, &mut media).await;
-            return;
-        }
+    let credential = Credential {
+        username: call.dn.clone(),
+        password: call.password.clone(),
+        realm: None,
+        ..Default::default()
     };
-
-    let (state_tx, mut dialog_rx) = app.dialogs.new_dialog_state_channel();
-    let (dialog, join) = match app.dialogs.do_invite_async(option, state_tx) {
+    let extra: Vec<Header> = call
+        .headers
+        .iter()
+        .map(|(k, v)| Header::Other(k.clone(), v.clone()))
+        .collect();
+    let sent = build_invite(
+        &app,
+        &call.dn,
+        &call.target,
+        call.sip_offer.clone(),
+        Some(credential.clone()),
+        None,
+        extra,
+    )
+    .and_then(|option| send_invite(&app, option.clone()).map(|leg| (option, leg)));
+    let (option, leg) = match sent {
         Ok(x) => x,
         Err(e) => {
             warn!(error = %e, "cannot send INVITE");
-            finish(&ctx, &mut state, Input::SipFailed(500), None, &mut media).await;
+            let mut state = CallState::new(Direction::Outbound);
+            let actions = state.handle(Input::SipFailed(500));
+            for a in &actions {
+                match a {
+                    Action::Browser(e) => ctx.event(e),
+                    Action::StopMedia => media.stop(),
+                    _ => {}
+                }
+            }
+            app.shared.calls.remove(&call.id);
+            return;
+        }
+    };
+    info!(target_uri = %call.target, "INVITE sent");
+    let mut c = Call::new(ctx, call.dn, Direction::Outbound, media, leg);
+    c.credential = Some(credential);
+    c.invite = Some(option);
+    c.record_sip_call_id();
+    c.run(cmds).await;
+}
+
+/// Handles an incoming INVITE for `dn`, whose session listens on `inbox`.
+pub fn spawn_incoming(
+    app: Arc<App>,
+    tx: rsipstack::transaction::transaction::Transaction,
+    dn: String,
+    inbox: mpsc::UnboundedSender<CallNote>,
+) {
+    let id = format!("{:032x}", rand::random::<u128>());
+    let span =
+        tracing::info_span!("call", call = %id, dn = %dn, sip_call_id = tracing::field::Empty);
+    tokio::spawn(run_incoming(app, tx, id, dn, inbox).instrument(span));
+}
+
+async fn run_incoming(
+    app: Arc<App>,
+    mut tx: rsipstack::transaction::transaction::Transaction,
+    id: String,
+    dn: String,
+    inbox: mpsc::UnboundedSender<CallNote>,
+) {
+    let ctx = Ctx {
+        app: app.clone(),
+        id: id.clone(),
+        inbox,
+    };
+    // RFC 4028 §9: an interval below our Min-SE is refused before anything else.
+    let se = headers::value(tx.original.headers.iter(), "Session-Expires")
+        .and_then(SessionExpires::parse);
+    let supported = headers::lists(tx.original.headers.iter(), "Supported", "timer");
+    let timer = session_timer::on_invite(app.cfg.session_timer, se, supported);
+    if let UasDecision::TooSmall { min_se } = timer {
+        info!(
+            min_se,
+            "incoming INVITE's Session-Expires is too small: 422"
+        );
+        let h = vec![headers::other("Min-SE", min_se.to_string())];
+        let _ = tx
+            .reply_with(StatusCode::SessionIntervalTooSmall, h, None)
+            .await;
+        return;
+    }
+    let peer_update = headers::lists(tx.original.headers.iter(), "Allow", "UPDATE");
+
+    let contact = Uri::try_from(app.ua.contact_uri(&dn).as_str()).ok();
+    let (state_tx, events) = app.dialogs.new_dialog_state_channel();
+    let dialog = match app
+        .dialogs
+        .get_or_create_server_invite(&tx, state_tx, None, contact)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "cannot create the server dialog");
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
             return;
         }
     };
     let sip_call_id = dialog.id().call_id.clone();
     tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
-    app.shared.calls.alter(&call.id, |_, mut c: CallInfo| {
-        c.sip_call_id = Some(sip_call_id.clone());
-        c
-    });
-    info!(target_uri = %call.target, "INVITE sent");
-    let mut join = Some(join);
+    let offer = sdp_body(&tx.original.body).unwrap_or_default();
+    let from = tx.original.from_header().ok().and_then(|f| f.typed().ok());
+    let from_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
+    let display = from.as_ref().and_then(|f| f.display_name.clone());
+    let to_uri = tx.original.uri.to_string();
 
-    loop {
-        let input = tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                Some(CallCommand::Hangup) | None => Input::BrowserHangup,
-                Some(CallCommand::ServerHangup) => Input::ServerHangup,
-                Some(CallCommand::Answer { request_id, .. }) => {
-                    ctx.reply(&request_id, Err("an outgoing call cannot be answered".into()));
-                    continue;
-                }
-                Some(CallCommand::Reject(_)) => continue,
-                Some(CallCommand::Hold { on, request_id }) => {
-                    let r = local_hold(&dialog, &mut media, &state, on).await;
-                    ctx.held(&request_id, r, on);
-                    continue;
-                }
-                Some(CallCommand::Dtmf { digits, duration, info, request_id }) => {
-                    let r = send_dtmf(&dialog, &media, &state, &digits, duration, info).await;
-                    ctx.reply(&request_id, r);
-                    continue;
-                }
-            },
-            result = async { match join.as_mut() { Some(j) => j.await, None => std::future::pending().await } } => {
-                join = None;
-                match result {
-                    Ok(Ok((_, Some(resp)))) if resp.status_code.code() >= 300 => Input::SipFailed(resp.status_code.code()),
-                    Ok(Ok((_, Some(_)))) => continue,
-                    Ok(Ok((_, None))) => Input::SipFailed(408),
-                    Ok(Err(e)) => { debug!(error = %e, "INVITE failed"); Input::SipFailed(error_status(&e)) }
-                    Err(_) => Input::SipFailed(500),
-                }
-            }
-            ds = dialog_rx.recv() => match ds {
-                Some(ds) => match on_dialog_state(&ctx, ds, &mut media, &state).await {
-                    Some(i) => i,
-                    None => continue,
-                },
-                None => continue,
-            },
-            ev = media.events.recv() => match ev.and_then(|e| media_input(&ctx, e)) {
-                Some(i) => i,
-                None => continue,
-            },
-        };
-        let actions = state.handle(input);
-        run_actions(&ctx, &actions, Some(&dialog), &mut media).await;
-        if state.is_ended() {
-            break;
+    let inbound = match app.media.inbound(&offer) {
+        Ok(i) => i,
+        Err(e) => {
+            info!(error = %e, "incoming offer unusable");
+            let mut d = dialog.clone();
+            let _ = d.reject(Some(StatusCode::NotAcceptableHere), None);
+            let _ = d.handle(&mut tx).await;
+            app.dialogs.remove_dialog(&dialog.id());
+            return;
         }
+    };
+    let (cmd_tx, cmds) = mpsc::unbounded_channel();
+    let handle = CallHandle {
+        id: id.clone(),
+        cmd: cmd_tx,
+    };
+    let mut info = call_info(&id, &dn, "inbound", &from_uri);
+    info.sip_call_id = Some(sip_call_id);
+    info.counters = Some(inbound.session.counters_handle());
+    info.handle = Some(handle.clone());
+    info.state = "ringing";
+    app.shared.calls.insert(id.clone(), info);
+
+    // The INVITE server transaction runs beside us: it takes our responses and the ACK.
+    let mut tx_dialog = dialog.clone();
+    let server = tokio::spawn(async move {
+        let _ = tx_dialog.handle(&mut tx).await;
+    });
+    let _ = dialog.ringing(None, None);
+    let mut payload = json!({
+        "callId": id, "from": from_uri, "to": to_uri, "sdp": inbound.browser_offer,
+    });
+    if let Some(d) = display {
+        payload["displayName"] = json!(d);
     }
-    ctx.refuse_pending(&mut cmds);
-    app.shared.calls.remove(&call.id);
-    app.dialogs.remove_dialog(&dialog.id());
+    let _ = ctx.inbox.send(CallNote {
+        call_id: id.clone(),
+        frame: protocol::frame("incomingCall", None, payload),
+        ended: false,
+        handle: Some(handle),
+    });
+    info!(from = %from_uri, "incoming call offered to the browser");
+
+    let leg = SipLeg {
+        dialog: dialog.clone(),
+        events: Some(events),
+        invite: None,
+    };
+    let mut c = Call::new(ctx, dn, Direction::Inbound, inbound.session, leg);
+    c.peer_update = peer_update;
+    let mut answer_headers = vec![
+        Header::ContentType("application/sdp".into()),
+        Header::Allow(ALLOW.into()),
+        Header::Supported("timer".into()),
+    ];
+    if let UasDecision::Timer {
+        answer,
+        require,
+        we_refresh,
+    } = timer
+    {
+        for (k, v) in session_timer::answer_headers(answer, require) {
+            answer_headers.push(headers::other(k, v));
+        }
+        c.pending_timer = Some((answer.delta, we_refresh));
+    }
+    c.sip_answer = Some((inbound.sip_answer, answer_headers));
+    c.credential = app.agents.get(&c.dn).map(|l| Credential {
+        username: c.dn.clone(),
+        password: l.password.expose().to_string(),
+        realm: None,
+        ..Default::default()
+    });
+    c.run(cmds).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+}
+
+async fn recv_opt(rx: &mut Option<DialogStateReceiver>) -> Option<DialogState> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_opt(
+    j: &mut Option<JoinHandle<InviteAsyncResult>>,
+) -> Result<InviteAsyncResult, JoinError> {
+    match j {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the transfer target's leg reports, if there is one.
+async fn replacement_wake(r: &mut Option<Replacement>) -> Wake {
+    let Some(r) = r else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        ds = recv_opt(&mut r.leg.events), if r.leg.events.is_some() => Wake::NewLeg(ds),
+        j = join_opt(&mut r.leg.invite), if r.leg.invite.is_some() => Wake::NewLegDone(j),
+        else => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The final status an INVITE's outcome amounts to (`None`: answered).
+fn invite_status(result: Result<InviteAsyncResult, JoinError>) -> Option<u16> {
+    match result {
+        Ok(Ok((_, Some(resp)))) if resp.status_code.code() >= 300 => Some(resp.status_code.code()),
+        Ok(Ok((_, Some(_)))) => None,
+        Ok(Ok((_, None))) => Some(408),
+        Ok(Err(e)) => {
+            debug!(error = %e, "INVITE failed");
+            Some(error_status(&e))
+        }
+        Err(_) => Some(500),
+    }
 }
 
 /// How long a hold or resume re-INVITE may take before the agent is told it failed.
 const REINVITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// The agent's hold (`on`) or resume: a re-INVITE offering `a=sendonly` / `a=sendrecv`
-/// (RFC 3264 §8.4), then the far end's answer applied and `held`/`resumed` told.
-async fn local_hold(
-    dialog: &InviteDialog,
-    media: &mut MediaSession,
-    state: &CallState,
-    on: bool,
-) -> Result<(), String> {
-    if state.phase() != super::state::Phase::Answered {
-        return Err("the call is not answered".into());
-    }
-    let direction = if on {
-        SdpDirection::SendOnly
-    } else {
-        SdpDirection::SendRecv
-    };
-    let offer = media.sip_reoffer(direction).map_err(|e| e.to_string())?;
-    let headers = vec![Header::ContentType("application/sdp".into())];
-    let sent = dialog.reinvite_with_glare_retry(Some(headers), Some(offer.into_bytes()), 2);
-    let resp = match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
-        Ok(Ok(Some(resp))) => resp,
-        Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
-        Ok(Err(e)) => return Err(format!("re-INVITE failed: {e}")),
-        Err(_) => return Err("no answer to the re-INVITE".into()),
-    };
-    let status = resp.status_code.code();
-    if !(200..300).contains(&status) {
-        return Err(format!("the far end answered {status}"));
-    }
-    if let Some(answer) = sdp_body(&resp.body) {
-        if let Err(e) = media.set_sip_remote(&answer) {
-            warn!(error = %e, "re-INVITE answer unusable");
+/// After a transfer the far end asked for, how long the transferor has to send its BYE
+/// (RFC 5589 §6.1) before we end the old dialog ourselves.
+const OLD_LEG_LINGER: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl Call {
+    fn new(ctx: Ctx, dn: String, direction: Direction, media: MediaSession, leg: SipLeg) -> Self {
+        Call {
+            ctx,
+            dn,
+            state: CallState::new(direction),
+            media,
+            media_open: true,
+            leg,
+            credential: None,
+            invite: None,
+            asked_se: None,
+            timer: None,
+            peer_update: false,
+            local_hold: false,
+            remote_hold: false,
+            transfer: None,
+            replacement: None,
+            background: JoinSet::new(),
+            sip_answer: None,
+            pending_timer: None,
         }
     }
-    media.set_hold(on).map_err(|e| e.to_string())
+
+    fn app(&self) -> &Arc<App> {
+        &self.ctx.app
+    }
+
+    fn record_sip_call_id(&self) {
+        let sip_call_id = self.leg.dialog.id().call_id.clone();
+        tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
+        self.app()
+            .shared
+            .calls
+            .alter(&self.ctx.id, |_, mut c: CallInfo| {
+                c.sip_call_id = Some(sip_call_id.clone());
+                c
+            });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timer = self.timer.as_ref().map(SessionTimer::next_wakeup);
+        let transfer = self.transfer.as_ref().map(Transfer::deadline);
+        match (timer, transfer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<CallCommand>) {
+        loop {
+            let deadline = self.next_deadline();
+            let wake = tokio::select! {
+                cmd = cmds.recv() => Wake::Command(cmd),
+                r = join_opt(&mut self.leg.invite), if self.leg.invite.is_some() => Wake::InviteDone(r),
+                ds = recv_opt(&mut self.leg.events), if self.leg.events.is_some() => Wake::Dialog(ds),
+                ev = self.media.events.recv(), if self.media_open => Wake::Media(ev),
+                _ = sleep_opt(deadline), if deadline.is_some() => Wake::Timer,
+                w = replacement_wake(&mut self.replacement) => w,
+                Some(done) = self.background.join_next(), if !self.background.is_empty() => match done {
+                    Ok(done) => Wake::Done(done),
+                    Err(_) => Wake::Done(Done::Quiet),
+                },
+            };
+            let input = match wake {
+                Wake::Command(cmd) => self.on_command(cmd).await,
+                Wake::InviteDone(r) => {
+                    self.leg.invite = None;
+                    self.on_invite_done(r)
+                }
+                Wake::Dialog(Some(ds)) => self.on_dialog_state(ds).await,
+                Wake::Dialog(None) => {
+                    self.leg.events = None;
+                    None
+                }
+                Wake::Media(Some(ev)) => media_input(&self.ctx, ev),
+                Wake::Media(None) => {
+                    self.media_open = false;
+                    None
+                }
+                Wake::Timer => self.on_timer(),
+                Wake::NewLeg(ds) => self.on_new_leg_state(ds),
+                Wake::NewLegDone(r) => self.on_new_leg_done(r),
+                Wake::Done(done) => self.on_done(done),
+            };
+            if let Some(input) = input {
+                let actions = self.state.handle(input);
+                self.run_actions(&actions).await;
+            }
+            if self.state.is_ended() {
+                break;
+            }
+        }
+        self.ctx.refuse_pending(&mut cmds);
+        let app = self.app().clone();
+        app.shared.calls.remove(&self.ctx.id);
+        if let Some(r) = self.replacement.take() {
+            let _ = r.leg.dialog.hangup().await;
+            app.dialogs.remove_dialog(&r.leg.dialog.id());
+        }
+        app.dialogs.remove_dialog(&self.leg.dialog.id());
+    }
+
+    async fn on_command(&mut self, cmd: Option<CallCommand>) -> Option<Input> {
+        let inbound = self.state.direction() == Direction::Inbound;
+        match cmd {
+            Some(CallCommand::Hangup) | None => Some(Input::BrowserHangup),
+            Some(CallCommand::ServerHangup) => Some(Input::ServerHangup),
+            Some(CallCommand::Reject(s)) if inbound => Some(Input::BrowserReject(s)),
+            Some(CallCommand::Reject(_)) => None,
+            Some(CallCommand::Answer { request_id, .. }) if !inbound => {
+                self.ctx.reply(
+                    &request_id,
+                    Err("an outgoing call cannot be answered".into()),
+                );
+                None
+            }
+            Some(CallCommand::Answer { sdp, request_id }) => {
+                match self.media.set_browser_answer(&sdp) {
+                    // The `result` goes first, then the `answered` event (PROTOCOL.md).
+                    Ok(()) => {
+                        self.ctx.reply(&request_id, Ok(()));
+                        Some(Input::BrowserAnswer)
+                    }
+                    Err(e) => {
+                        self.ctx.reply(&request_id, Err(e.to_string()));
+                        None
+                    }
+                }
+            }
+            Some(CallCommand::Hold { on, request_id }) => {
+                let r = self.hold(on).await;
+                self.ctx.held(&request_id, r, on);
+                None
+            }
+            Some(CallCommand::Dtmf {
+                digits,
+                duration,
+                info,
+                request_id,
+            }) => {
+                let r = self.send_dtmf(&digits, duration, info).await;
+                self.ctx.reply(&request_id, r);
+                None
+            }
+            Some(CallCommand::Transfer { target, request_id }) => {
+                self.start_transfer(target, &request_id);
+                None
+            }
+        }
+    }
+
+    /// The agent's hold (`on`) or resume: a re-INVITE offering `a=sendonly` / `a=sendrecv`
+    /// (RFC 3264 §8.4), then the far end's answer applied.
+    async fn hold(&mut self, on: bool) -> Result<(), String> {
+        if self.state.phase() != Phase::Answered {
+            return Err("the call is not answered".into());
+        }
+        if self.replacement.is_some() {
+            return Err("the far end is transferring the call".into());
+        }
+        let direction = if on {
+            SdpDirection::SendOnly
+        } else {
+            SdpDirection::SendRecv
+        };
+        let offer = self
+            .media
+            .sip_reoffer(direction)
+            .map_err(|e| e.to_string())?;
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        let sent =
+            self.leg
+                .dialog
+                .reinvite_with_glare_retry(Some(headers), Some(offer.into_bytes()), 2);
+        let resp = match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
+            Ok(Err(e)) => return Err(format!("re-INVITE failed: {e}")),
+            Err(_) => return Err("no answer to the re-INVITE".into()),
+        };
+        let status = resp.status_code.code();
+        if !(200..300).contains(&status) {
+            return Err(format!("the far end answered {status}"));
+        }
+        if let Some(answer) = sdp_body(&resp.body) {
+            if let Err(e) = self.media.set_sip_remote(&answer) {
+                warn!(error = %e, "re-INVITE answer unusable");
+            }
+        }
+        // A re-INVITE is a session refresh too (RFC 4028 §7.4).
+        if let Some(t) = self.timer.as_mut() {
+            t.refreshed(Instant::now(), None);
+        }
+        self.local_hold = on;
+        self.media.set_hold(on).map_err(|e| e.to_string())
+    }
+
+    /// The agent's key presses toward the far end: RFC 4733 events in the media, or one SIP
+    /// INFO (`application/dtmf-relay`) per digit.
+    async fn send_dtmf(&self, digits: &str, duration: u32, info: bool) -> Result<(), String> {
+        if self.state.phase() != Phase::Answered {
+            return Err("the call is not answered".into());
+        }
+        if !info {
+            return self
+                .media
+                .send_dtmf(digits, duration)
+                .map_err(|e| e.to_string());
+        }
+        for digit in digits.chars() {
+            let body = format!("Signal={digit}\r\nDuration={duration}\r\n");
+            let headers = vec![Header::ContentType("application/dtmf-relay".into())];
+            let sent = self.leg.dialog.info(Some(headers), Some(body.into_bytes()));
+            match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
+                Ok(Ok(Some(resp))) if resp.status_code.code() < 300 => {}
+                Ok(Ok(Some(resp))) => {
+                    return Err(format!("INFO answered {}", resp.status_code.code()))
+                }
+                Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
+                Ok(Err(e)) => return Err(format!("INFO failed: {e}")),
+                Err(_) => return Err("no answer to INFO".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent's blind transfer: `result`, `transferState trying`, then a REFER whose
+    /// outcome and NOTIFYs drive the rest.
+    fn start_transfer(&mut self, target: String, request_id: &str) {
+        if self.state.phase() != Phase::Answered {
+            self.ctx
+                .reply(request_id, Err("the call is not answered".into()));
+            return;
+        }
+        if self.transfer.is_some() || self.replacement.is_some() {
+            self.ctx
+                .reply(request_id, Err("a transfer is already in progress".into()));
+            return;
+        }
+        self.ctx.reply(request_id, Ok(()));
+        self.ctx.transfer_state(TransferState::Trying, None, None);
+        info!(to = %target, "REFER");
+        self.transfer = Some(Transfer::start(Instant::now()));
+        let dialog = self.leg.dialog.clone();
+        let referred_by = format!("<{}>", self.app().ua.aor(&self.dn));
+        self.background.spawn(async move {
+            let headers = vec![Header::ReferredBy(referred_by.into())];
+            let refer_to = format!("<{target}>");
+            Done::Refer(dialog.refer(refer_to, Some(headers), None).await)
+        });
+    }
+
+    fn on_invite_done(&mut self, r: Result<InviteAsyncResult, JoinError>) -> Option<Input> {
+        if let Ok(Ok((_, Some(resp)))) = &r {
+            if resp.status_code.code() == 422 && self.state.phase() != Phase::Answered {
+                if let Some(leg) = self.retry_after_422(resp) {
+                    let old = std::mem::replace(&mut self.leg, leg);
+                    self.app().dialogs.remove_dialog(&old.dialog.id());
+                    self.record_sip_call_id();
+                    return None;
+                }
+            }
+        }
+        invite_status(r).map(Input::SipFailed)
+    }
+
+    /// RFC 4028 §7.4: after 422, the same INVITE again with the interval the far end wants.
+    fn retry_after_422(&mut self, resp: &Response) -> Option<SipLeg> {
+        let min_se = headers::value(resp.headers.iter(), "Min-SE")
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse().ok())?;
+        let asked = session_timer::after_422(self.app().cfg.session_timer, self.asked_se, min_se)?;
+        let mut option = self.invite.clone()?;
+        if let Some(h) = option.headers.as_mut() {
+            h.retain(|h| {
+                !h.name().eq_ignore_ascii_case("Session-Expires")
+                    && !h.name().eq_ignore_ascii_case("Min-SE")
+            });
+            h.push(headers::other("Session-Expires", asked.to_string()));
+            h.push(headers::other("Min-SE", asked.to_string()));
+        }
+        self.asked_se = Some(asked);
+        self.invite = Some(option.clone());
+        info!(
+            min_se = asked,
+            "422: INVITE again with a longer session interval"
+        );
+        match send_invite(self.app(), option) {
+            Ok(leg) => Some(leg),
+            Err(e) => {
+                warn!(error = %e, "cannot send INVITE after 422");
+                None
+            }
+        }
+    }
+
+    /// Turns a dialog state change of the current leg into an input for the call.
+    async fn on_dialog_state(&mut self, ds: DialogState) -> Option<Input> {
+        let answered = self.state.phase() == Phase::Answered;
+        match ds {
+            DialogState::Early(_, resp) => {
+                let has_sdp = match sdp_body(&resp.body) {
+                    Some(s) => self.media.set_sip_remote(&s).is_ok(),
+                    None => false,
+                };
+                Some(Input::SipProvisional {
+                    status: resp.status_code.code(),
+                    sdp: has_sdp,
+                })
+            }
+            DialogState::Confirmed(_, resp)
+                if !answered && self.state.direction() == Direction::Outbound =>
+            {
+                if let Some(sdp) = sdp_body(&resp.body) {
+                    if let Err(e) = self.media.set_sip_remote(&sdp) {
+                        warn!(error = %e, "far end's answer SDP unusable");
+                    }
+                }
+                self.answered_by(&resp);
+                Some(Input::SipAnswered)
+            }
+            DialogState::Updated(_, req, handle) => {
+                self.on_far_end_offer(req, handle).await;
+                None
+            }
+            DialogState::Terminated(_, reason) => {
+                if let Some(r) = self.replacement.as_mut() {
+                    // The transferor hangs up while we call the target: expected (RFC 5589).
+                    info!("transferor ended its dialog");
+                    r.old_gone = true;
+                    return None;
+                }
+                let input = terminated_input(reason);
+                // A 422 is retried by `on_invite_done`, which sees the same response.
+                if input == Input::SipFailed(422) && self.invite.is_some() && !answered {
+                    return None;
+                }
+                Some(input)
+            }
+            DialogState::Info(_, req, handle) => {
+                let is_dtmf = headers::value(req.headers.iter(), "Content-Type")
+                    .is_some_and(|ct| ct.to_ascii_lowercase().contains("dtmf-relay"));
+                match info_dtmf(&req.body).filter(|_| is_dtmf) {
+                    Some((digit, duration)) => {
+                        self.ctx.dtmf(digit, duration, "info");
+                        let _ = handle.reply(StatusCode::OK).await;
+                    }
+                    None => {
+                        let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                    }
+                }
+                None
+            }
+            DialogState::Notify(_, req, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                self.on_notify(&req)
+            }
+            DialogState::Refer(_, req, handle) => {
+                self.on_refer(&req, handle).await;
+                None
+            }
+            DialogState::Options(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The 2xx of our INVITE (first call or transfer target): session timer and UPDATE
+    /// support as the far end answered, REST's codec.
+    fn answered_by(&mut self, resp: &Response) {
+        let se =
+            headers::value(resp.headers.iter(), "Session-Expires").and_then(SessionExpires::parse);
+        self.timer = session_timer::on_answer(se)
+            .map(|(delta, we_refresh)| SessionTimer::new(delta, we_refresh, Instant::now()));
+        if let Some(t) = &self.timer {
+            info!(
+                interval_s = t.interval().as_secs(),
+                we_refresh = t.we_refresh(),
+                "session timer"
+            );
+        }
+        self.peer_update = headers::lists(resp.headers.iter(), "Allow", "UPDATE");
+        let codec = self.media.codec().map(str::to_string);
+        self.app()
+            .shared
+            .calls
+            .alter(&self.ctx.id, |_, mut c: CallInfo| {
+                c.codec = codec.clone();
+                c
+            });
+    }
+
+    /// A re-INVITE or UPDATE from the far end: an RFC 3264 answer (`held`/`resumed` for the
+    /// browser) and, as a session refresh, the RFC 4028 headers of our 2xx.
+    async fn on_far_end_offer(
+        &mut self,
+        req: rsipstack::sip::Request,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+    ) {
+        let mut headers = vec![Header::Supported("timer".into())];
+        let se =
+            headers::value(req.headers.iter(), "Session-Expires").and_then(SessionExpires::parse);
+        let min_se = self.app().cfg.session_timer.min_se;
+        if let Some(se) = se {
+            if se.delta < min_se {
+                let h = vec![headers::other("Min-SE", min_se.to_string())];
+                let _ = handle
+                    .respond(StatusCode::SessionIntervalTooSmall, Some(h), None)
+                    .await;
+                return;
+            }
+            // The far end sent this refresh: it is the UAC of it, and refreshes (§9).
+            let refresher = se.refresher.unwrap_or(session_timer::Party::Uac);
+            let answer = SessionExpires {
+                delta: se.delta,
+                refresher: Some(refresher),
+            };
+            for (k, v) in session_timer::answer_headers(answer, true) {
+                headers.push(headers::other(k, v));
+            }
+            let renewed = (se.delta, refresher == session_timer::Party::Uas);
+            match self.timer.as_mut() {
+                Some(t) => t.refreshed(Instant::now(), Some(renewed)),
+                None => self.timer = Some(SessionTimer::new(renewed.0, renewed.1, Instant::now())),
+            }
+        } else if let Some(t) = self.timer.as_mut() {
+            t.refreshed(Instant::now(), None);
+        }
+
+        let Some(offer) = sdp_body(&req.body) else {
+            // UPDATE without SDP (a pure refresh) or an offerless re-INVITE, which needs our
+            // offer in the 2xx.
+            let body = if req.method == Method::Invite {
+                let dir = if self.local_hold {
+                    SdpDirection::SendOnly
+                } else {
+                    SdpDirection::SendRecv
+                };
+                self.media.sip_reoffer(dir).ok()
+            } else {
+                None
+            };
+            if body.is_some() {
+                headers.push(Header::ContentType("application/sdp".into()));
+            }
+            let _ = handle
+                .respond(StatusCode::OK, Some(headers), body.map(String::into_bytes))
+                .await;
+            return;
+        };
+        match self.media.set_sip_remote(&offer) {
+            Ok(direction) => {
+                let answer_dir = direction.reversed();
+                let held = matches!(direction, SdpDirection::SendOnly | SdpDirection::Inactive);
+                let answer = self.media.sip_reoffer(answer_dir).ok();
+                headers.push(Header::ContentType("application/sdp".into()));
+                let _ = handle
+                    .respond(
+                        StatusCode::OK,
+                        Some(headers),
+                        answer.map(String::into_bytes),
+                    )
+                    .await;
+                if held != self.remote_hold {
+                    self.remote_hold = held;
+                    let kind = if held { "held" } else { "resumed" };
+                    self.ctx
+                        .tell(kind, json!({ "callId": self.ctx.id, "by": "remote" }));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "re-INVITE SDP unusable");
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+            }
+        }
+    }
+
+    /// A NOTIFY of the agent's transfer (RFC 3515 sipfrag).
+    fn on_notify(&mut self, req: &rsipstack::sip::Request) -> Option<Input> {
+        let t = self.transfer.as_mut()?;
+        let event = headers::value(req.headers.iter(), "Event").unwrap_or_default();
+        if !event.trim().to_ascii_lowercase().starts_with("refer") {
+            return None;
+        }
+        let terminated = headers::value(req.headers.iter(), "Subscription-State")
+            .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
+        let step = t.on_notify(transfer::sipfrag_status(&req.body), terminated)?;
+        self.ctx.transfer_state(step.state, step.sip_status, None);
+        if step.done {
+            self.transfer = None;
+        }
+        (step.state == TransferState::Succeeded).then_some(Input::Transferred)
+    }
+
+    /// A REFER from the far end: call its target from the agent's DN and move the agent's
+    /// media there when it answers (blind transfer, RFC 5589 §6), or 403 by configuration.
+    async fn on_refer(
+        &mut self,
+        req: &rsipstack::sip::Request,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+    ) {
+        let refuse = |status: StatusCode, why: &str| {
+            info!(status = status.code(), why, "REFER refused");
+            (status, why.to_string())
+        };
+        let outcome = if !self.app().cfg.accept_refer {
+            Err(refuse(StatusCode::Forbidden, "incoming REFER is disabled"))
+        } else if self.state.phase() != Phase::Answered {
+            Err(refuse(StatusCode::Forbidden, "the call is not answered"))
+        } else if self.transfer.is_some() || self.replacement.is_some() {
+            Err(refuse(
+                StatusCode::RequestPending,
+                "a transfer is in progress",
+            ))
+        } else {
+            match headers::value(req.headers.iter(), "Refer-To").map(transfer::refer_target) {
+                None => Err(refuse(StatusCode::BadRequest, "no Refer-To")),
+                Some(Err(e @ transfer::ReferToError::Replaces)) => {
+                    Err(refuse(StatusCode::NotImplemented, &e.to_string()))
+                }
+                Some(Err(e)) => Err(refuse(StatusCode::BadRequest, &e.to_string())),
+                Some(Ok(target)) => Ok(target),
+            }
+        };
+        let target = match outcome {
+            Ok(t) => t,
+            Err((status, _)) => {
+                let _ = handle.reply(status).await;
+                return;
+            }
+        };
+        let offer = match self.media.sip_reoffer(SdpDirection::SendRecv) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "no offer for the transfer target");
+                let _ = handle.reply(StatusCode::ServerInternalError).await;
+                return;
+            }
+        };
+        let mut extra = Vec::new();
+        if let Some(by) = headers::value(req.headers.iter(), "Referred-By") {
+            extra.push(Header::ReferredBy(by.to_string().into()));
+        }
+        let leg = build_invite(
+            self.app(),
+            &self.dn,
+            &target,
+            offer,
+            self.credential.clone(),
+            None,
+            extra,
+        )
+        .and_then(|o| send_invite(self.app(), o));
+        let leg = match leg {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot call the transfer target");
+                let _ = handle.reply(StatusCode::ServerInternalError).await;
+                return;
+            }
+        };
+        let _ = handle.reply(StatusCode::Accepted).await;
+        info!(to = %target, "REFER accepted: calling the transfer target");
+        self.notify_old_leg(100, false);
+        self.ctx
+            .transfer_state(TransferState::Trying, None, Some(&target));
+        self.replacement = Some(Replacement {
+            leg,
+            target,
+            old_gone: false,
+        });
+    }
+
+    /// RFC 3515 progress to the transferor, in the background.
+    fn notify_old_leg(&mut self, status: u16, terminated: bool) {
+        let dialog = self.leg.dialog.clone();
+        self.background.spawn(async move {
+            let state = if terminated {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            };
+            let headers = vec![
+                Header::Event("refer".into()),
+                Header::SubscriptionState(state.into()),
+                Header::ContentType("message/sipfrag;version=2.0".into()),
+            ];
+            let body = transfer::sipfrag(status).into_bytes();
+            if let Err(e) = dialog.notify(Some(headers), Some(body)).await {
+                debug!(error = %e, "NOTIFY to the transferor failed");
+            }
+            Done::Quiet
+        });
+    }
+
+    /// The transfer target's leg: when it answers, it becomes the call's SIP leg.
+    fn on_new_leg_state(&mut self, ds: Option<DialogState>) -> Option<Input> {
+        let r = self.replacement.as_mut()?;
+        let Some(ds) = ds else {
+            r.leg.events = None;
+            return None;
+        };
+        match ds {
+            DialogState::Confirmed(_, resp) => {
+                if let Some(sdp) = sdp_body(&resp.body) {
+                    if let Err(e) = self.media.set_sip_remote(&sdp) {
+                        warn!(error = %e, "transfer target's answer SDP unusable");
+                    }
+                }
+                let r = self.replacement.take()?;
+                let old = std::mem::replace(&mut self.leg, r.leg);
+                if !r.old_gone {
+                    // The old leg's progress: 200, then (if the transferor does not) BYE.
+                    let dialog = old.dialog.clone();
+                    let app = self.app().clone();
+                    // Detached: it must finish even if the call ends meanwhile.
+                    tokio::spawn(async move {
+                        let headers = vec![
+                            Header::Event("refer".into()),
+                            Header::SubscriptionState("terminated;reason=noresource".into()),
+                            Header::ContentType("message/sipfrag;version=2.0".into()),
+                        ];
+                        let body = transfer::sipfrag(200).into_bytes();
+                        let _ = dialog.notify(Some(headers), Some(body)).await;
+                        tokio::time::sleep(OLD_LEG_LINGER).await;
+                        if !dialog.state().is_terminated() {
+                            let _ = dialog.bye().await;
+                        }
+                        app.dialogs.remove_dialog(&dialog.id());
+                    });
+                } else {
+                    self.app().dialogs.remove_dialog(&old.dialog.id());
+                }
+                self.answered_by(&resp);
+                self.record_sip_call_id();
+                let remote = r.target.clone();
+                self.app()
+                    .shared
+                    .calls
+                    .alter(&self.ctx.id, |_, mut c: CallInfo| {
+                        c.remote = remote.clone();
+                        c
+                    });
+                self.ctx
+                    .transfer_state(TransferState::Succeeded, Some(200), Some(&r.target));
+                if self.remote_hold {
+                    self.remote_hold = false;
+                    self.ctx
+                        .tell("resumed", json!({ "callId": self.ctx.id, "by": "remote" }));
+                }
+                None
+            }
+            DialogState::Updated(_, _, handle)
+            | DialogState::Info(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Options(_, _, handle) => {
+                tokio::spawn(async move {
+                    let _ = handle.reply(StatusCode::OK).await;
+                });
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The transfer target's INVITE ended: a failure keeps the old leg (if it is still there).
+    fn on_new_leg_done(&mut self, r: Result<InviteAsyncResult, JoinError>) -> Option<Input> {
+        let status = invite_status(r);
+        let rep = self.replacement.as_mut()?;
+        rep.leg.invite = None;
+        let status = status?;
+        let rep = self.replacement.take()?;
+        self.app().dialogs.remove_dialog(&rep.leg.dialog.id());
+        self.ctx
+            .transfer_state(TransferState::Failed, Some(status), Some(&rep.target));
+        if rep.old_gone {
+            return Some(Input::TransferFailed(status));
+        }
+        self.notify_old_leg(status, true);
+        None
+    }
+
+    fn on_timer(&mut self) -> Option<Input> {
+        let now = Instant::now();
+        if let Some(step) = self.transfer.as_ref().and_then(|t| t.expired(now)) {
+            self.ctx.transfer_state(step.state, step.sip_status, None);
+            self.transfer = None;
+        }
+        match self.timer.as_mut()?.poll(now)? {
+            TimerAction::Expire => {
+                info!("session timer expired");
+                Some(Input::SessionExpired)
+            }
+            TimerAction::Refresh => {
+                self.send_refresh();
+                None
+            }
+        }
+    }
+
+    /// RFC 4028 §7.4: an UPDATE without SDP if the far end allows it, else a re-INVITE with
+    /// our current SDP.
+    fn send_refresh(&mut self) {
+        let Some(t) = &self.timer else { return };
+        let se = SessionExpires {
+            delta: t.interval().as_secs() as u32,
+            refresher: Some(session_timer::Party::Uac),
+        };
+        let mut headers = vec![
+            Header::Supported("timer".into()),
+            headers::other("Session-Expires", se.value()),
+            headers::other("Min-SE", self.app().cfg.session_timer.min_se.to_string()),
+        ];
+        let dialog = self.leg.dialog.clone();
+        if self.peer_update {
+            debug!("session refresh: UPDATE");
+            self.background
+                .spawn(async move { Done::Refresh(dialog.update(Some(headers), None).await) });
+            return;
+        }
+        let dir = if self.local_hold {
+            SdpDirection::SendOnly
+        } else {
+            SdpDirection::SendRecv
+        };
+        let offer = self.media.sip_reoffer(dir).ok().map(String::into_bytes);
+        headers.push(Header::ContentType("application/sdp".into()));
+        debug!("session refresh: re-INVITE");
+        self.background
+            .spawn(async move { Done::Refresh(dialog.reinvite(Some(headers), offer).await) });
+    }
+
+    fn on_done(&mut self, done: Done) -> Option<Input> {
+        match done {
+            Done::Quiet => None,
+            Done::Refresh(r) => {
+                let status = match &r {
+                    Ok(Some(resp)) => resp.status_code.code(),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        info!(error = %e, "session refresh got no answer");
+                        408
+                    }
+                };
+                if (200..300).contains(&status) {
+                    if let Ok(Some(resp)) = &r {
+                        if let Some(sdp) = sdp_body(&resp.body) {
+                            let _ = self.media.set_sip_remote(&sdp);
+                        }
+                        let se = headers::value(resp.headers.iter(), "Session-Expires")
+                            .and_then(SessionExpires::parse);
+                        if let Some(t) = self.timer.as_mut() {
+                            t.refreshed(Instant::now(), session_timer::on_answer(se));
+                        }
+                    }
+                    debug!("session refreshed");
+                    None
+                } else if status == 408 || status == 481 {
+                    // RFC 4028 §10: the session is gone.
+                    Some(Input::SessionExpired)
+                } else {
+                    // Anything else: the session lives until it expires unrefreshed.
+                    info!(status, "session refresh refused");
+                    None
+                }
+            }
+            Done::Refer(r) => {
+                let status = match r {
+                    Ok(Some(resp)) => resp.status_code.code(),
+                    Ok(None) => 481,
+                    Err(e) => {
+                        info!(error = %e, "REFER failed");
+                        408
+                    }
+                };
+                let t = self.transfer.as_mut()?;
+                let step = t.on_refer_response(status, Instant::now());
+                self.ctx.transfer_state(step.state, step.sip_status, None);
+                if step.done {
+                    self.transfer = None;
+                }
+                None
+            }
+        }
+    }
+
+    async fn run_actions(&mut self, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Browser(e) => self.ctx.event(e),
+                Action::SipCancel => {
+                    if let Err(e) = self.leg.dialog.cancel().await {
+                        debug!(error = %e, "CANCEL failed");
+                    }
+                }
+                Action::SipBye => {
+                    if let Err(e) = self.leg.dialog.bye().await {
+                        debug!(error = %e, "BYE failed");
+                    }
+                }
+                Action::SipAccept => {
+                    let Some((answer, headers)) = self.sip_answer.clone() else {
+                        continue;
+                    };
+                    if let Err(e) = self
+                        .leg
+                        .dialog
+                        .accept(Some(headers), Some(answer.into_bytes()))
+                    {
+                        warn!(error = %e, "cannot send 200 OK");
+                    }
+                    self.timer = self
+                        .pending_timer
+                        .take()
+                        .map(|(delta, we)| SessionTimer::new(delta, we, Instant::now()));
+                }
+                Action::SipReject(status) => {
+                    let _ = self
+                        .leg
+                        .dialog
+                        .reject(Some(StatusCode::from(*status)), None);
+                }
+                Action::StopMedia => self.media.stop(),
+            }
+        }
+    }
 }
 
-/// The agent's key presses toward the far end: RFC 4733 events in the media, or one SIP
-/// INFO (`application/dtmf-relay`) per digit.
-async fn send_dtmf(
-    dialog: &InviteDialog,
-    media: &MediaSession,
-    state: &CallState,
-    digits: &str,
-    duration: u32,
-    info: bool,
-) -> Result<(), String> {
-    if state.phase() != super::state::Phase::Answered {
-        return Err("the call is not answered".into());
+fn terminated_input(reason: TerminatedReason) -> Input {
+    match reason {
+        TerminatedReason::UasBye | TerminatedReason::UacBye => Input::SipBye,
+        TerminatedReason::UacCancel => Input::SipCancelled,
+        TerminatedReason::UasBusy | TerminatedReason::UacBusy => Input::SipFailed(486),
+        TerminatedReason::UasDecline => Input::SipFailed(603),
+        TerminatedReason::Timeout => Input::SipFailed(408),
+        TerminatedReason::ProxyAuthRequired => Input::SipFailed(407),
+        TerminatedReason::ProxyError(s)
+        | TerminatedReason::UacOther(s)
+        | TerminatedReason::UasOther(s) => Input::SipFailed(s.code()),
     }
-    if !info {
-        return media.send_dtmf(digits, duration).map_err(|e| e.to_string());
-    }
-    for digit in digits.chars() {
-        let body = format!("Signal={digit}\r\nDuration={duration}\r\n");
-        let headers = vec![Header::ContentType("application/dtmf-relay".into())];
-        let sent = dialog.info(Some(headers), Some(body.into_bytes()));
-        match tokio::time::timeout(REINVITE_DEADLINE, sent).await {
-            Ok(Ok(Some(resp))) if resp.status_code.code() < 300 => {}
-            Ok(Ok(Some(resp))) => return Err(format!("INFO answered {}", resp.status_code.code())),
-            Ok(Ok(None)) => return Err("the dialog is not confirmed".into()),
-            Ok(Err(e)) => return Err(format!("INFO failed: {e}")),
-            Err(_) => return Err("no answer to INFO".into()),
-        }
-    }
-    Ok(())
 }
 
 /// A media event as an input for the call (logged once here); key presses go straight to
@@ -462,306 +1516,6 @@ fn error_status(e: &rsipstack::Error) -> u16 {
         rsipstack::Error::DialogError(_, _, status) => status.code(),
         _ => 500,
     }
-}
-
-/// Turns a dialog state change into an input for the call, updating media on the way.
-async fn on_dialog_state(
-    ctx: &Ctx,
-    ds: DialogState,
-    media: &mut MediaSession,
-    state: &CallState,
-) -> Option<Input> {
-    match ds {
-        DialogState::Early(_, resp) => {
-            let sdp = sdp_body(&resp.body);
-            let has_sdp = match &sdp {
-                Some(s) => media.set_sip_remote(s).is_ok(),
-                None => false,
-            };
-            Some(Input::SipProvisional {
-                status: resp.status_code.code(),
-                sdp: has_sdp,
-            })
-        }
-        DialogState::Confirmed(_, resp) if state.phase() != super::state::Phase::Answered => {
-            if let Some(sdp) = sdp_body(&resp.body) {
-                if let Err(e) = media.set_sip_remote(&sdp) {
-                    warn!(error = %e, "far end's answer SDP unusable");
-                }
-            }
-            ctx.app.shared.calls.alter(&ctx.id, |_, mut c: CallInfo| {
-                c.codec = media.codec().map(str::to_string);
-                c
-            });
-            Some(Input::SipAnswered)
-        }
-        DialogState::Updated(_, req, handle) => {
-            // A re-INVITE (or UPDATE) from the far end: RFC 3264 answer, held/resumed events.
-            let Some(offer) = sdp_body(&req.body) else {
-                let _ = handle.reply(StatusCode::OK).await;
-                return None;
-            };
-            match media.set_sip_remote(&offer) {
-                Ok(direction) => {
-                    let answer_dir = direction.reversed();
-                    let held = matches!(direction, SdpDirection::SendOnly | SdpDirection::Inactive);
-                    let answer = media.sip_reoffer(answer_dir).ok();
-                    let headers = vec![Header::ContentType("application/sdp".into())];
-                    let _ = handle
-                        .respond(
-                            StatusCode::OK,
-                            Some(headers),
-                            answer.map(String::into_bytes),
-                        )
-                        .await;
-                    let kind = if held { "held" } else { "resumed" };
-                    ctx.tell(kind, json!({ "callId": ctx.id, "by": "remote" }));
-                }
-                Err(e) => {
-                    warn!(error = %e, "re-INVITE SDP unusable");
-                    let _ = handle.reply(StatusCode::NotAcceptableHere).await;
-                }
-            }
-            None
-        }
-        DialogState::Terminated(_, reason) => Some(match reason {
-            TerminatedReason::UasBye | TerminatedReason::UacBye => Input::SipBye,
-            TerminatedReason::UacCancel => Input::SipCancelled,
-            TerminatedReason::UasBusy | TerminatedReason::UacBusy => Input::SipFailed(486),
-            TerminatedReason::UasDecline => Input::SipFailed(603),
-            TerminatedReason::Timeout => Input::SipFailed(408),
-            TerminatedReason::ProxyAuthRequired => Input::SipFailed(407),
-            TerminatedReason::ProxyError(s)
-            | TerminatedReason::UacOther(s)
-            | TerminatedReason::UasOther(s) => Input::SipFailed(s.code()),
-        }),
-        DialogState::Info(_, req, handle) => {
-            let is_dtmf = req.headers.iter().any(|h| {
-                matches!(h, Header::ContentType(ct) if ct.value().to_ascii_lowercase().contains("dtmf-relay"))
-            });
-            match info_dtmf(&req.body).filter(|_| is_dtmf) {
-                Some((digit, duration)) => {
-                    ctx.dtmf(digit, duration, "info");
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                None => {
-                    let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
-                }
-            }
-            None
-        }
-        DialogState::Options(_, _, handle)
-        | DialogState::Message(_, _, handle)
-        | DialogState::Notify(_, _, handle)
-        | DialogState::Publish(_, _, handle) => {
-            let _ = handle.reply(StatusCode::OK).await;
-            None
-        }
-        DialogState::Refer(_, _, handle) => {
-            let _ = handle.reply(StatusCode::Forbidden).await;
-            None
-        }
-        _ => None,
-    }
-}
-
-async fn run_actions(
-    ctx: &Ctx,
-    actions: &[Action],
-    dialog: Option<&InviteDialog>,
-    media: &mut MediaSession,
-) {
-    for a in actions {
-        match a {
-            Action::Browser(e) => ctx.event(e),
-            Action::SipCancel => {
-                if let Some(d) = dialog {
-                    if let Err(e) = d.cancel().await {
-                        debug!(error = %e, "CANCEL failed");
-                    }
-                }
-            }
-            Action::SipBye => {
-                if let Some(d) = dialog {
-                    if let Err(e) = d.bye().await {
-                        debug!(error = %e, "BYE failed");
-                    }
-                }
-            }
-            Action::SipAccept | Action::SipReject(_) => {
-                // Incoming calls answer through their server dialog (see `incoming`).
-            }
-            Action::StopMedia => {
-                media.stop();
-            }
-        }
-    }
-}
-
-async fn finish(
-    ctx: &Ctx,
-    state: &mut CallState,
-    input: Input,
-    dialog: Option<&InviteDialog>,
-    media: &mut MediaSession,
-) {
-    let actions = state.handle(input);
-    run_actions(ctx, &actions, dialog, media).await;
-    ctx.app.shared.calls.remove(&ctx.id);
-}
-
-/// Handles an incoming INVITE for `dn`, whose session listens on `inbox`.
-pub fn spawn_incoming(
-    app: Arc<App>,
-    tx: rsipstack::transaction::transaction::Transaction,
-    dn: String,
-    inbox: mpsc::UnboundedSender<CallNote>,
-) {
-    let id = format!("{:032x}", rand::random::<u128>());
-    let span =
-        tracing::info_span!("call", call = %id, dn = %dn, sip_call_id = tracing::field::Empty);
-    tokio::spawn(run_incoming(app, tx, id, dn, inbox).instrument(span));
-}
-
-async fn run_incoming(
-    app: Arc<App>,
-    mut tx: rsipstack::transaction::transaction::Transaction,
-    id: String,
-    dn: String,
-    inbox: mpsc::UnboundedSender<CallNote>,
-) {
-    let ctx = Ctx {
-        app: app.clone(),
-        id: id.clone(),
-        inbox,
-    };
-    let contact = Uri::try_from(app.ua.contact_uri(&dn).as_str()).ok();
-    let (state_tx, mut dialog_rx) = app.dialogs.new_dialog_state_channel();
-    let mut dialog = match app
-        .dialogs
-        .get_or_create_server_invite(&tx, state_tx, None, contact)
-    {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(error = %e, "cannot create the server dialog");
-            let _ = tx.reply(StatusCode::ServerInternalError).await;
-            return;
-        }
-    };
-    let sip_call_id = dialog.id().call_id.clone();
-    tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
-    let offer = sdp_body(&tx.original.body).unwrap_or_default();
-    let from = tx.original.from_header().ok().and_then(|f| f.typed().ok());
-    let from_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
-    let display = from.as_ref().and_then(|f| f.display_name.clone());
-    let to_uri = tx.original.uri.to_string();
-
-    let inbound = match app.media.inbound(&offer) {
-        Ok(i) => i,
-        Err(e) => {
-            info!(error = %e, "incoming offer unusable");
-            let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), None);
-            let _ = dialog.handle(&mut tx).await;
-            app.dialogs.remove_dialog(&dialog.id());
-            return;
-        }
-    };
-    let mut media = inbound.session;
-    let (cmd_tx, mut cmds) = mpsc::unbounded_channel();
-    let handle = CallHandle {
-        id: id.clone(),
-        cmd: cmd_tx,
-    };
-    let mut info = call_info(&id, &dn, "inbound", &from_uri);
-    info.sip_call_id = Some(sip_call_id);
-    info.counters = Some(media.counters_handle());
-    info.handle = Some(handle.clone());
-    info.state = "ringing";
-    app.shared.calls.insert(id.clone(), info);
-
-    // The INVITE server transaction runs beside us: it takes our responses and the ACK.
-    let mut tx_dialog = dialog.clone();
-    let server = tokio::spawn(async move {
-        let _ = tx_dialog.handle(&mut tx).await;
-    });
-    let _ = dialog.ringing(None, None);
-    let mut payload = json!({
-        "callId": id, "from": from_uri, "to": to_uri, "sdp": inbound.browser_offer,
-    });
-    if let Some(d) = display {
-        payload["displayName"] = json!(d);
-    }
-    let _ = ctx.inbox.send(CallNote {
-        call_id: id.clone(),
-        frame: protocol::frame("incomingCall", None, payload),
-        ended: false,
-        handle: Some(handle),
-    });
-    info!(from = %from_uri, "incoming call offered to the browser");
-
-    let mut state = CallState::new(Direction::Inbound);
-    let sip_answer = inbound.sip_answer;
-    loop {
-        let input = tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                Some(CallCommand::Hangup) | None => Input::BrowserHangup,
-                Some(CallCommand::ServerHangup) => Input::ServerHangup,
-                Some(CallCommand::Reject(s)) => Input::BrowserReject(s),
-                Some(CallCommand::Answer { sdp, request_id }) => match media.set_browser_answer(&sdp) {
-                    // The `result` goes first, then the `answered` event (PROTOCOL.md).
-                    Ok(()) => { ctx.reply(&request_id, Ok(())); Input::BrowserAnswer }
-                    Err(e) => { ctx.reply(&request_id, Err(e.to_string())); continue }
-                },
-                Some(CallCommand::Hold { on, request_id }) => {
-                    let r = local_hold(&dialog, &mut media, &state, on).await;
-                    ctx.held(&request_id, r, on);
-                    continue;
-                }
-                Some(CallCommand::Dtmf { digits, duration, info, request_id }) => {
-                    let r = send_dtmf(&dialog, &media, &state, &digits, duration, info).await;
-                    ctx.reply(&request_id, r);
-                    continue;
-                }
-            },
-            ds = dialog_rx.recv() => match ds {
-                Some(ds) => match on_dialog_state(&ctx, ds, &mut media, &state).await {
-                    Some(Input::SipAnswered) => continue,
-                    Some(i) => i,
-                    None => continue,
-                },
-                None => continue,
-            },
-            ev = media.events.recv() => match ev.and_then(|e| media_input(&ctx, e)) {
-                Some(i) => i,
-                None => continue,
-            },
-        };
-        let actions = state.handle(input);
-        for a in &actions {
-            match a {
-                Action::SipAccept => {
-                    let headers = vec![Header::ContentType("application/sdp".into())];
-                    if let Err(e) =
-                        dialog.accept(Some(headers), Some(sip_answer.clone().into_bytes()))
-                    {
-                        warn!(error = %e, "cannot send 200 OK");
-                    }
-                }
-                Action::SipReject(status) => {
-                    let _ = dialog.reject(Some(StatusCode::from(*status)), None);
-                }
-                _ => {}
-            }
-        }
-        run_actions(&ctx, &actions, Some(&dialog), &mut media).await;
-        if state.is_ended() {
-            break;
-        }
-    }
-    ctx.refuse_pending(&mut cmds);
-    app.shared.calls.remove(&id);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
-    app.dialogs.remove_dialog(&dialog.id());
 }
 
 /// A new call's entry in the REST view.

@@ -2,7 +2,9 @@
 //! (`driver.rs`), whose decisions come from the sans-IO [`state::CallState`].
 
 pub mod driver;
+pub mod session_timer;
 pub mod state;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +26,8 @@ pub struct AgentLink {
     pub session_id: String,
     /// The session's inbox.
     pub inbox: mpsc::UnboundedSender<CallNote>,
+    /// The DN's SIP password, for INVITEs the agent's calls send (a transfer's new leg).
+    pub password: crate::sip::registrar::Secret,
 }
 
 /// Routes an initial INVITE to the agent whose DN is the Request-URI's user: a call for a

@@ -81,6 +81,12 @@ pub enum Input {
     MediaTimeout,
     /// Ended by the gateway (REST hangup, shutdown, the browser gone for good).
     ServerHangup,
+    /// The agent's blind transfer succeeded: our leg is no longer needed.
+    Transferred,
+    /// RFC 4028: the session was not refreshed in time (or our refresh got 408/481).
+    SessionExpired,
+    /// The far end asked for a transfer, hung up, and the transfer target did not answer.
+    TransferFailed(u16),
 }
 
 /// An event for the browser.
@@ -269,6 +275,16 @@ impl CallState {
                 Action::SipBye,
                 hangup(By::Server, "media_failed", None),
             ]),
+            (_, Answered, Input::Transferred) => {
+                self.end(vec![Action::SipBye, hangup(By::Local, "transferred", None)])
+            }
+            (_, Answered, Input::SessionExpired) => self.end(vec![
+                Action::SipBye,
+                hangup(By::Server, "session_expired", None),
+            ]),
+            (_, Answered, Input::TransferFailed(status)) => {
+                self.end(vec![hangup(By::Remote, "transfer_failed", Some(status))])
+            }
             // A BYE before our 2xx was confirmed still ends the call (RFC 3261 §15).
             (_, _, Input::SipBye) => self.end(vec![hangup(By::Remote, "normal", None)]),
             _ => Vec::new(),
@@ -279,6 +295,35 @@ impl CallState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transfer_and_session_expiry_end_an_answered_call_once() {
+        for (input, by, cause, bye) in [
+            (Input::Transferred, By::Local, "transferred", true),
+            (Input::SessionExpired, By::Server, "session_expired", true),
+            (
+                Input::TransferFailed(486),
+                By::Remote,
+                "transfer_failed",
+                false,
+            ),
+        ] {
+            let mut c = CallState::new(Direction::Outbound);
+            c.handle(Input::SipAnswered);
+            let a = c.handle(input.clone());
+            assert_eq!(a.contains(&Action::SipBye), bye, "{input:?}");
+            assert!(
+                a.iter().any(|x| matches!(x,
+                Action::Browser(Event::Hangup { by: b, cause: c, .. }) if *b == by && *c == cause))
+            );
+            assert!(c.is_ended());
+            assert_eq!(c.handle(Input::SipBye), vec![]);
+        }
+        // Before the answer these inputs mean nothing.
+        let mut c = CallState::new(Direction::Inbound);
+        assert_eq!(c.handle(Input::SessionExpired), vec![]);
+        assert!(!c.is_ended());
+    }
 
     fn hangups(actions: &[Action]) -> usize {
         actions

@@ -2,6 +2,7 @@
 //! registrations, the upstream probe, and the answers to requests from the network.
 
 pub mod digest;
+pub mod headers;
 pub mod keepalive;
 pub mod registrar;
 pub mod registration;

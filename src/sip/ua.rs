@@ -25,7 +25,7 @@ use crate::config::{Config, SipTransport};
 pub const USER_AGENT: &str = concat!("browser-sip-gateway/", env!("CARGO_PKG_VERSION"));
 
 /// Methods we answer; `Allow` must not promise more.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 
 /// Why a request toward the upstream did not get a final response.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,18 @@ impl SipUa {
             SipTransport::Udp => format!("sip:{dn}@{addr}"),
             SipTransport::Tcp => format!("sip:{dn}@{addr};transport=tcp"),
         }
+    }
+
+    /// The Request-URI for a dialled `to`: a SIP URI as given, or a number at our domain.
+    /// `None` when the result is not a valid SIP URI.
+    pub fn target_uri(&self, to: &str) -> Option<String> {
+        let to = to.trim();
+        let target = if to.starts_with("sip:") || to.starts_with("sips:") {
+            to.to_string()
+        } else {
+            format!("sip:{to}@{}", self.cfg.sip_domain)
+        };
+        (!to.is_empty() && Uri::try_from(target.as_str()).is_ok()).then_some(target)
     }
 
     /// The AOR of `dn`.

@@ -115,6 +115,16 @@ pub struct DtmfPayload {
     pub method: Option<String>,
 }
 
+/// `transfer` payload.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferPayload {
+    /// The call.
+    pub call_id: String,
+    /// A DN or a SIP URI: the transfer target.
+    pub to: String,
+}
+
 /// `iceCandidate` payload.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -150,12 +160,9 @@ pub enum Request {
     Hold(CallIdPayload, bool),
     /// `dtmf`.
     Dtmf(DtmfPayload),
-    /// A v1 request type this server does not carry out yet.
-    NotYet(String),
+    /// `transfer`.
+    Transfer(TransferPayload),
 }
-
-/// Types PROTOCOL.md defines that later parts of the server will carry out.
-const LATER: &[&str] = &["transfer"];
 
 /// A frame that is not a usable request, and what to answer.
 #[derive(Debug, PartialEq)]
@@ -247,7 +254,13 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
         }
         "hold" => Request::Hold(decode(&id, payload)?, true),
         "unhold" => Request::Hold(decode(&id, payload)?, false),
-        other if LATER.contains(&other) => Request::NotYet(other.to_string()),
+        "transfer" => {
+            let p: TransferPayload = decode(&id, payload)?;
+            if p.to.trim().is_empty() {
+                return Err(bad(Some(&id), "payload.to: is empty"));
+            }
+            Request::Transfer(p)
+        }
         other => {
             return Err(bad(
                 Some(&id),
@@ -491,11 +504,15 @@ mod tests {
     }
 
     #[test]
-    fn later_types_are_recognised() {
+    fn call_control_payloads_are_checked() {
         assert!(matches!(
-            parse(r#"{"type":"transfer","id":"c"}"#),
-            Ok((_, Request::NotYet(t))) if t == "transfer"
+            parse(r#"{"type":"transfer","id":"c","payload":{"callId":"x","to":"5002"}}"#),
+            Ok((_, Request::Transfer(p))) if p.to == "5002" && p.call_id == "x"
         ));
+        let r = rejected(r#"{"type":"transfer","id":"c","payload":{"callId":"x"}}"#);
+        assert!(r.message.contains("to"), "{}", r.message);
+        let r = rejected(r#"{"type":"transfer","id":"c","payload":{"callId":"x","to":" "}}"#);
+        assert!(r.message.contains("payload.to"), "{}", r.message);
         let r = rejected(r#"{"type":"dtmf","id":"c","payload":{"callId":"x","digits":"12E"}}"#);
         assert!(r.message.contains("payload.digits"), "{}", r.message);
         let r = rejected(

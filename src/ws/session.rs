@@ -399,12 +399,17 @@ impl Session {
             Request::Hold(p, on) => self.call_request(id, &p.call_id, |request_id| {
                 CallCommand::Hold { on, request_id }
             }),
-            Request::NotYet(kind) => vec![protocol::error(
-                Some(&id),
-                ErrorCode::BadRequest,
-                &format!("request type {kind:?} is not supported by this server version yet"),
-                None,
-            )],
+            Request::Transfer(p) => match self.app.ua.target_uri(&p.to) {
+                Some(target) => self.call_request(id, &p.call_id, |request_id| {
+                    CallCommand::Transfer { target, request_id }
+                }),
+                None => vec![protocol::error(
+                    Some(&id),
+                    ErrorCode::BadRequest,
+                    "payload.to: not a valid SIP URI",
+                    None,
+                )],
+            },
         }
     }
 
@@ -507,14 +512,9 @@ impl Session {
                 "the DN is not registered right now",
             );
         }
-        let target = if p.to.starts_with("sip:") {
-            p.to.clone()
-        } else {
-            format!("sip:{}@{}", p.to, self.app.cfg.sip_domain)
-        };
-        if rsipstack::sip::Uri::try_from(target.as_str()).is_err() {
+        let Some(target) = self.app.ua.target_uri(&p.to) else {
             return refuse(ErrorCode::BadRequest, "payload.to: not a valid SIP URI");
-        }
+        };
         let out = match self.app.media.outbound(&p.sdp) {
             Ok(out) => out,
             Err(media::engine::MediaError::Sdp(e)) => {
@@ -674,6 +674,7 @@ impl Session {
                     crate::call::AgentLink {
                         session_id: self.id.clone(),
                         inbox: self.call_tx.clone(),
+                        password: reg.password.clone(),
                     },
                 );
                 out
