@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::client::{Client, WAIT};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
-use common::peer::{Peer, PeerOptions};
+use common::peer::Peer;
+use common::scenes::{answered_call, g711_peer, phone_1003, tone_ulaw};
 use common::sipp::{self, Sipp};
 use serde_json::json;
 
@@ -20,49 +21,6 @@ fn echo_phone(kam: &Kamailio, user: &str, pass: &str) -> Sipp {
         "SIPp could not register {user}"
     );
     Sipp::start("uas_answer.xml", Some(port), &["-rtp_echo"])
-}
-
-fn g711_peer() -> PeerOptions {
-    PeerOptions {
-        codecs: vec!["PCMU", "opus", "telephone-event"],
-        ..PeerOptions::default()
-    }
-}
-
-/// SIPp running `scenario` as 1003, registered at `kam` from the port it then listens on.
-fn phone_1003(kam: &Kamailio, scenario: &str, extra: &[&str]) -> Sipp {
-    let port = pick_port();
-    assert!(
-        sipp::register(kam.port(), port, "1003", "pass1003"),
-        "SIPp could not register 1003"
-    );
-    Sipp::start(scenario, Some(port), extra)
-}
-
-/// Agent 5001 on a new gateway (with `gw_args`), in an answered call to 1003 whose ICE and
-/// DTLS are up: the gateway, the agent's socket, its WebRTC peer and the call id.
-async fn answered_call(kam: &Kamailio, gw_args: &[&str]) -> (Gateway, Client, Peer, String) {
-    let gw = Gateway::start(&kam.uri(), gw_args);
-    let mut c = Client::connect(&gw.ws_url()).await;
-    c.register("5001", "pass5001").await;
-    let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    assert_eq!(r["type"], "result", "{r}");
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
-    c.event("answered", WAIT).await;
-    assert!(
-        peer.wait_connected(Duration::from_secs(10)).await,
-        "ICE/DTLS with the gateway did not complete:\n{}",
-        gw.log()
-    );
-    (gw, c, peer, call_id)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,11 +121,6 @@ async fn outbound_call_echoes_audio_and_hangs_up_with_bye() {
 }
 
 /// One second of a 1000 Hz tone as raw µ-law, for SIPp's `rtp_stream`.
-fn tone_ulaw() -> Vec<u8> {
-    let mut g = common::peer::ToneGenerator::new(1000.0, 8000, 8000.0);
-    common::peer::encode_g711(&g.next_samples(8000), true)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn inbound_call_is_offered_answered_and_ended_by_the_far_end() {
     let kam = Kamailio::start(KamailioOptions::default());
@@ -680,6 +633,22 @@ async fn agent_hold_and_unhold_re_invite_the_far_end() {
         peer.echoed_counters().len() >= still + 50,
         "audio did not come back"
     );
+    assert_continuous(&peer);
+    let r = c.request("hold", json!({"callId": "nope"})).await;
+    assert_eq!(r["payload"]["code"], "no_such_call");
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    let status = phone.wait(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIPp did not see sendonly/sendrecv: {status:?}\n{}",
+        phone.traces()
+    );
+}
+
+/// RFC 3550 sequence continuity: every step between received packets is small and forward.
+fn assert_continuous(peer: &Peer) {
     let seqs: Vec<u16> = peer.received().iter().map(|p| p.seq).collect();
     for w in seqs.windows(2) {
         let step = w[1].wrapping_sub(w[0]);
@@ -690,15 +659,42 @@ async fn agent_hold_and_unhold_re_invite_the_far_end() {
             w[1]
         );
     }
-    let r = c.request("hold", json!({"callId": "nope"})).await;
-    assert_eq!(r["payload"]["code"], "no_such_call");
+}
 
-    c.request("hangup", json!({"callId": call_id})).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_hold_cycles_keep_audio_and_sequence_numbers() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let mut phone = phone_1003(&kam, "uas_accept_holds.xml", &["-rtp_echo"]);
+    let (gw, mut c, peer, call_id) = answered_call(&kam, &[]).await;
+    // 60 s of numbered packets, echoed by the far end whenever it is not held.
+    peer.send_numbered(3000, 160);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for cycle in 1..=20 {
+        let r = c.request("hold", json!({"callId": call_id})).await;
+        assert_eq!(r["type"], "result", "hold {cycle}: {r}\n{}", gw.log());
+        c.event("held", WAIT).await;
+        let r = c.request("unhold", json!({"callId": call_id})).await;
+        assert_eq!(r["type"], "result", "unhold {cycle}: {r}");
+        c.event("resumed", WAIT).await;
+        // Audio is back after every resume.
+        let before = peer.echoed_counters().len();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while peer.echoed_counters().len() < before + 10 {
+            assert!(
+                Instant::now() < deadline,
+                "no audio after resume {cycle}: {before} echoed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_continuous(&peer);
+    let r = c.request("hangup", json!({"callId": call_id})).await;
+    assert_eq!(r["type"], "result", "{r}");
     c.event("hangup", WAIT).await;
     let status = phone.wait(Duration::from_secs(5));
     assert!(
         status.is_some_and(|s| s.success()),
-        "SIPp did not see sendonly/sendrecv: {status:?}\n{}",
+        "{status:?}\n{}",
         phone.traces()
     );
 }

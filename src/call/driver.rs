@@ -245,6 +245,62 @@ struct Replacement {
     target: String,
     /// The transferor already hung up: if the target fails, the call is over.
     old_gone: bool,
+    /// NOTIFYs for the transferor.
+    notifier: mpsc::UnboundedSender<ToTransferor>,
+}
+
+/// What the transferor is told (RFC 3515 §2.4.5 sipfrag NOTIFYs).
+enum ToTransferor {
+    /// Provisional progress; the subscription stays active.
+    Progress(u16),
+    /// The target answered: final NOTIFY, then BYE if the transferor does not hang up.
+    Succeeded,
+    /// The target failed with this status: final NOTIFY; the old leg goes on.
+    Failed(u16),
+}
+
+/// Sends the transferor's NOTIFYs one after the other, each after the previous one's
+/// answer, so they arrive in order. Detached from the call: the old leg's goodbye must
+/// finish even if the call ends meanwhile.
+fn spawn_notifier(dialog: InviteDialog, app: Arc<App>) -> mpsc::UnboundedSender<ToTransferor> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // RFC 3515 lets the first NOTIFY overtake the 202, but transferors that expect the
+        // 202 first are common: let it leave first.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        while let Some(msg) = rx.recv().await {
+            let (status, last) = match msg {
+                ToTransferor::Progress(s) => (s, false),
+                ToTransferor::Succeeded => (200, true),
+                ToTransferor::Failed(s) => (s, true),
+            };
+            let state = if last {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            };
+            let headers = vec![
+                Header::Event("refer".into()),
+                Header::SubscriptionState(state.into()),
+                Header::ContentType("message/sipfrag;version=2.0".into()),
+            ];
+            let body = transfer::sipfrag(status).into_bytes();
+            if let Err(e) = dialog.notify(Some(headers), Some(body)).await {
+                debug!(error = %e, "NOTIFY to the transferor failed");
+            }
+            if let ToTransferor::Succeeded = msg {
+                tokio::time::sleep(OLD_LEG_LINGER).await;
+                if !dialog.state().is_terminated() {
+                    let _ = dialog.bye().await;
+                }
+                app.dialogs.remove_dialog(&dialog.id());
+            }
+            if last {
+                break;
+            }
+        }
+    });
+    tx
 }
 
 /// The outcome of an in-dialog request sent in the background.
@@ -1142,6 +1198,10 @@ impl Call {
                     Err(refuse(StatusCode::NotImplemented, &e.to_string()))
                 }
                 Some(Err(e)) => Err(refuse(StatusCode::BadRequest, &e.to_string())),
+                Some(Ok(target)) if Uri::try_from(target.as_str()).is_err() => Err(refuse(
+                    StatusCode::BadRequest,
+                    "Refer-To is not a valid SIP URI",
+                )),
                 Some(Ok(target)) => Ok(target),
             }
         };
@@ -1184,35 +1244,15 @@ impl Call {
         };
         let _ = handle.reply(StatusCode::Accepted).await;
         info!(to = %target, "REFER accepted: calling the transfer target");
-        self.notify_old_leg(100, false);
+        let notifier = spawn_notifier(self.leg.dialog.clone(), self.app().clone());
+        let _ = notifier.send(ToTransferor::Progress(100));
         self.ctx
             .transfer_state(TransferState::Trying, None, Some(&target));
         self.replacement = Some(Replacement {
             leg,
             target,
             old_gone: false,
-        });
-    }
-
-    /// RFC 3515 progress to the transferor, in the background.
-    fn notify_old_leg(&mut self, status: u16, terminated: bool) {
-        let dialog = self.leg.dialog.clone();
-        self.background.spawn(async move {
-            let state = if terminated {
-                "terminated;reason=noresource"
-            } else {
-                "active;expires=60"
-            };
-            let headers = vec![
-                Header::Event("refer".into()),
-                Header::SubscriptionState(state.into()),
-                Header::ContentType("message/sipfrag;version=2.0".into()),
-            ];
-            let body = transfer::sipfrag(status).into_bytes();
-            if let Err(e) = dialog.notify(Some(headers), Some(body)).await {
-                debug!(error = %e, "NOTIFY to the transferor failed");
-            }
-            Done::Quiet
+            notifier,
         });
     }
 
@@ -1233,24 +1273,8 @@ impl Call {
                 let r = self.replacement.take()?;
                 let old = std::mem::replace(&mut self.leg, r.leg);
                 if !r.old_gone {
-                    // The old leg's progress: 200, then (if the transferor does not) BYE.
-                    let dialog = old.dialog.clone();
-                    let app = self.app().clone();
-                    // Detached: it must finish even if the call ends meanwhile.
-                    tokio::spawn(async move {
-                        let headers = vec![
-                            Header::Event("refer".into()),
-                            Header::SubscriptionState("terminated;reason=noresource".into()),
-                            Header::ContentType("message/sipfrag;version=2.0".into()),
-                        ];
-                        let body = transfer::sipfrag(200).into_bytes();
-                        let _ = dialog.notify(Some(headers), Some(body)).await;
-                        tokio::time::sleep(OLD_LEG_LINGER).await;
-                        if !dialog.state().is_terminated() {
-                            let _ = dialog.bye().await;
-                        }
-                        app.dialogs.remove_dialog(&dialog.id());
-                    });
+                    // The old leg hears 200, then (if the transferor does not) our BYE.
+                    let _ = r.notifier.send(ToTransferor::Succeeded);
                 } else {
                     self.app().dialogs.remove_dialog(&old.dialog.id());
                 }
@@ -1299,7 +1323,7 @@ impl Call {
         if rep.old_gone {
             return Some(Input::TransferFailed(status));
         }
-        self.notify_old_leg(status, true);
+        let _ = rep.notifier.send(ToTransferor::Failed(status));
         None
     }
 

@@ -6,6 +6,7 @@ pub mod client;
 pub mod gateway;
 pub mod kamailio;
 pub mod peer;
+pub mod scenes;
 pub mod sipp;
 
 /// Waits up to `timeout` for `child` to exit.
