@@ -97,6 +97,24 @@ pub struct Cli {
     /// What a REFER from the far end does: `accept` (call the target) or `reject` (403) [default: accept]
     #[arg(long, env = "GATEWAY_INCOMING_REFER", value_name = "POLICY")]
     pub incoming_refer: Option<String>,
+    /// PEM certificate chain: serve `wss://` and `https://` on the same ports (with --tls-key)
+    #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "GATEWAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Comma-separated origins allowed to call the REST API from a browser (CORS) [default: none]
+    #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_name = "ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// WebSocket connections accepted per source IP and minute [default: 600]
+    #[arg(long, env = "GATEWAY_WS_CONNECTS_PER_MINUTE", value_name = "N")]
+    pub ws_connects_per_minute: Option<String>,
+    /// `register` attempts accepted per source IP and minute [default: 300]
+    #[arg(long, env = "GATEWAY_REGISTERS_PER_MINUTE", value_name = "N")]
+    pub registers_per_minute: Option<String>,
+    /// Requests accepted per browser session and second [default: 50]
+    #[arg(long, env = "GATEWAY_REQUESTS_PER_SECOND", value_name = "N")]
+    pub requests_per_second: Option<String>,
 }
 
 /// How SIP reaches the upstream.
@@ -167,6 +185,32 @@ pub struct Config {
     pub session_timer: crate::call::session_timer::TimerConfig,
     /// Whether a REFER from the far end is followed.
     pub accept_refer: bool,
+    /// TLS certificate chain and key (PEM files), both or neither.
+    pub tls: Option<TlsFiles>,
+    /// Origins allowed to call REST from a browser.
+    pub cors_origins: Vec<String>,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// PEM files for `wss://` and `https://`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Rate limits (per source IP, per session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// WebSocket connections per source IP and minute.
+    pub ws_connects_per_minute: u32,
+    /// `register` attempts per source IP and minute.
+    pub registers_per_minute: u32,
+    /// Requests per session and second.
+    pub requests_per_second: u32,
 }
 
 /// A setting that could not be used; its `Display` is the one line printed at start-up.
@@ -268,7 +312,32 @@ const MIN_SE: Setting = Setting::new("min-se", "GATEWAY_MIN_SE", "min_se");
 const INCOMING_REFER: Setting =
     Setting::new("incoming-refer", "GATEWAY_INCOMING_REFER", "incoming_refer");
 
+const TLS_CERT: Setting = Setting::new("tls-cert", "GATEWAY_TLS_CERT", "tls_cert");
+const TLS_KEY: Setting = Setting::new("tls-key", "GATEWAY_TLS_KEY", "tls_key");
+const CORS: Setting = Setting::new("cors-origins", "GATEWAY_CORS_ORIGINS", "cors_origins");
+const WS_CONNECTS: Setting = Setting::new(
+    "ws-connects-per-minute",
+    "GATEWAY_WS_CONNECTS_PER_MINUTE",
+    "ws_connects_per_minute",
+);
+const REGISTERS: Setting = Setting::new(
+    "registers-per-minute",
+    "GATEWAY_REGISTERS_PER_MINUTE",
+    "registers_per_minute",
+);
+const REQUESTS: Setting = Setting::new(
+    "requests-per-second",
+    "GATEWAY_REQUESTS_PER_SECOND",
+    "requests_per_second",
+);
+
 const FILE_KEYS: &[&Setting] = &[
+    &TLS_CERT,
+    &TLS_KEY,
+    &CORS,
+    &WS_CONNECTS,
+    &REGISTERS,
+    &REQUESTS,
     &SESSION_EXPIRES,
     &MIN_SE,
     &INCOMING_REFER,
@@ -387,15 +456,38 @@ impl Config {
             Some(other) => return Err(INCOMING_REFER.invalid(other, "expected accept or reject")),
         };
 
-        let allowed_origins = cli
-            .allowed_origins
-            .map(|s| {
-                s.split(',')
-                    .map(|o| o.trim().trim_end_matches('/').to_string())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let tls = match (cli.tls_cert, cli.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                for (s, path) in [(&TLS_CERT, &c), (&TLS_KEY, &k)] {
+                    if let Err(e) = std::fs::metadata(path) {
+                        return Err(s.invalid(path, e.to_string()));
+                    }
+                }
+                Some(TlsFiles {
+                    cert: PathBuf::from(c),
+                    key: PathBuf::from(k),
+                })
+            }
+            (Some(c), None) => return Err(TLS_KEY.invalid(&c, "--tls-cert needs --tls-key")),
+            (None, Some(k)) => return Err(TLS_CERT.invalid(&k, "--tls-key needs --tls-cert")),
+        };
+        let cors_origins = origin_list(cli.cors_origins);
+        let limits = Limits {
+            ws_connects_per_minute: integer(
+                &WS_CONNECTS,
+                cli.ws_connects_per_minute,
+                600,
+                1,
+                1_000_000,
+            )? as u32,
+            registers_per_minute: integer(&REGISTERS, cli.registers_per_minute, 300, 1, 1_000_000)?
+                as u32,
+            requests_per_second: integer(&REQUESTS, cli.requests_per_second, 50, 1, 100_000)?
+                as u32,
+        };
+
+        let allowed_origins = origin_list(cli.allowed_origins);
 
         Ok(Config {
             ws_listen,
@@ -424,6 +516,9 @@ impl Config {
                 min_se,
             },
             accept_refer,
+            tls,
+            cors_origins,
+            limits,
         })
     }
 
@@ -452,12 +547,14 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             toml::Value::Array(_) | toml::Value::Table(_) if setting.key == ICE_SERVERS.key => {
                 serde_json::to_string(&value).map_err(|e| format!("{key}: {e}"))?
             }
-            toml::Value::Array(items) if setting.key == ORIGINS.key => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or(()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| format!("{key}: expected a list of strings"))?
-                .join(","),
+            toml::Value::Array(items) if setting.key == ORIGINS.key || setting.key == CORS.key => {
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string).ok_or(()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| format!("{key}: expected a list of strings"))?
+                    .join(",")
+            }
             other => return Err(format!("{key}: unexpected {}", other.type_str())),
         };
         let slot = match setting.key {
@@ -481,6 +578,12 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "session_expires" => &mut cli.session_expires,
             "min_se" => &mut cli.min_se,
             "incoming_refer" => &mut cli.incoming_refer,
+            "tls_cert" => &mut cli.tls_cert,
+            "tls_key" => &mut cli.tls_key,
+            "cors_origins" => &mut cli.cors_origins,
+            "ws_connects_per_minute" => &mut cli.ws_connects_per_minute,
+            "registers_per_minute" => &mut cli.registers_per_minute,
+            "requests_per_second" => &mut cli.requests_per_second,
             _ => &mut cli.allowed_origins,
         };
         if slot.is_none() {
@@ -488,6 +591,17 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A comma-separated list of origins, without trailing slashes.
+fn origin_list(raw: Raw) -> Vec<String> {
+    raw.map(|s| {
+        s.split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn socket_addr(s: &Setting, raw: Raw, default: &str) -> Result<SocketAddr, ConfigError> {
