@@ -13,4 +13,5 @@ pub mod rtp_leg;
 pub mod sdp;
 pub mod srtp;
 pub mod stats;
+pub mod transcode;
 pub mod worker;
