@@ -4,6 +4,7 @@ pub mod api;
 pub mod app;
 pub mod call;
 pub mod config;
+pub mod metrics;
 pub mod sip;
 pub mod state;
 pub mod ws;

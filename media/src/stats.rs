@@ -177,10 +177,99 @@ impl MediaCounters {
     }
 }
 
+/// Upper bounds, in seconds, of the relay-latency histogram's buckets: from a packet's receive
+/// batch to its send, which should stay in the tens of microseconds.
+pub const RELAY_LATENCY_BOUNDS: [f64; 9] = [
+    0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005,
+];
+
+/// A lock-free latency histogram the media workers write and `/metrics` reads.
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; RELAY_LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+/// What a [`LatencyHistogram`] holds: cumulative counts per bucket bound, the sum in seconds
+/// and the count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    /// `(upper bound in seconds, observations at or below it)`, cumulative.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of observations, seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// An empty histogram.
+    pub const fn new() -> Self {
+        LatencyHistogram {
+            buckets: [const { AtomicU64::new(0) }; RELAY_LATENCY_BOUNDS.len()],
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `n` packets that each spent `d`.
+    #[inline]
+    pub fn record(&self, d: std::time::Duration, n: u64) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = RELAY_LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        }
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64 * n, Ordering::Relaxed);
+    }
+
+    /// A copy, with cumulative buckets as Prometheus wants them.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut acc = 0;
+        let buckets = RELAY_LATENCY_BOUNDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect();
+        LatencySnapshot {
+            buckets,
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Relay latency of every worker of the process.
+pub static RELAY_LATENCY: LatencyHistogram = LatencyHistogram::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let h = LatencyHistogram::new();
+        h.record(std::time::Duration::from_micros(5), 2);
+        h.record(std::time::Duration::from_micros(150), 1);
+        h.record(std::time::Duration::from_secs(1), 1);
+        let s = h.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.buckets[0], (0.000_01, 2));
+        assert_eq!(s.buckets[4], (0.000_2, 3));
+        assert_eq!(s.buckets.last().map(|b| b.1), Some(3));
+        assert!((s.sum - 1.000_16).abs() < 1e-9, "{}", s.sum);
+    }
 
     #[test]
     fn counts_loss_across_a_wrap() {

@@ -106,16 +106,36 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
     /// The media session.
     pub media: MediaSession,
+    /// When the browser asked for the call (for the set-up latency metric).
+    pub requested_at: Instant,
 }
 
 struct Ctx {
     app: Arc<App>,
     id: String,
+    dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
 }
 
+/// Call events that `/api/events` subscribers see too (DTMF stays private: agents key in
+/// card numbers).
+const LIVE: &[&str] = &[
+    "ringing",
+    "earlyMedia",
+    "answered",
+    "held",
+    "resumed",
+    "transferState",
+    "hangup",
+];
+
 impl Ctx {
     fn tell(&self, kind: &str, payload: serde_json::Value) {
+        if LIVE.contains(&kind) {
+            let mut live = payload.clone();
+            live["dn"] = json!(self.dn);
+            self.app.shared.publish(kind, live);
+        }
         let _ = self.inbox.send(CallNote {
             call_id: self.id.clone(),
             frame: protocol::frame(kind, None, payload),
@@ -352,6 +372,8 @@ struct Call {
     sip_answer: Option<(String, Vec<Header>)>,
     /// An incoming call: the timer to start once answered.
     pending_timer: Option<(u32, bool)>,
+    /// The set-up outcome went into the metrics.
+    setup_counted: bool,
 }
 
 /// Starts an outgoing call's task.
@@ -426,6 +448,7 @@ async fn run_outgoing(
     let ctx = Ctx {
         app: app.clone(),
         id: call.id.clone(),
+        dn: call.dn.clone(),
         inbox,
     };
     let mut media = call.media;
@@ -467,6 +490,9 @@ async fn run_outgoing(
             return;
         }
     };
+    crate::metrics::get()
+        .invite_latency
+        .observe(call.requested_at.elapsed().as_secs_f64());
     info!(target_uri = %call.target, "INVITE sent");
     let mut c = Call::new(ctx, call.dn, Direction::Outbound, media, leg);
     c.credential = Some(credential);
@@ -498,6 +524,7 @@ async fn run_incoming(
     let ctx = Ctx {
         app: app.clone(),
         id: id.clone(),
+        dn: dn.clone(),
         inbox,
     };
     // RFC 4028 §9: an interval below our Min-SE is refused before anything else.
@@ -574,6 +601,12 @@ async fn run_incoming(
     if let Some(d) = display {
         payload["displayName"] = json!(d);
     }
+    let mut live = payload.clone();
+    if let Some(o) = live.as_object_mut() {
+        o.remove("sdp");
+        o.insert("dn".into(), json!(dn));
+    }
+    app.shared.publish("incomingCall", live);
     let _ = ctx.inbox.send(CallNote {
         call_id: id.clone(),
         frame: protocol::frame("incomingCall", None, payload),
@@ -693,6 +726,28 @@ impl Call {
             background: JoinSet::new(),
             sip_answer: None,
             pending_timer: None,
+            setup_counted: false,
+        }
+    }
+
+    /// The set-up outcome metric, once per call: 200 when answered, else the final status
+    /// of the hangup before the answer (0 when none was exchanged).
+    fn count_setup(&mut self, actions: &[Action]) {
+        if self.setup_counted {
+            return;
+        }
+        let status = actions.iter().find_map(|a| match a {
+            Action::Browser(Event::Answered) => Some(200),
+            Action::Browser(Event::Hangup { sip_status, .. }) => Some(sip_status.unwrap_or(0)),
+            _ => None,
+        });
+        if let Some(status) = status {
+            self.setup_counted = true;
+            let dir = match self.state.direction() {
+                Direction::Inbound => "inbound",
+                Direction::Outbound => "outbound",
+            };
+            crate::metrics::get().call_setup(dir, status);
         }
     }
 
@@ -759,6 +814,7 @@ impl Call {
             };
             if let Some(input) = input {
                 let actions = self.state.handle(input);
+                self.count_setup(&actions);
                 self.run_actions(&actions).await;
             }
             if self.state.is_ended() {
@@ -766,6 +822,7 @@ impl Call {
             }
         }
         self.ctx.refuse_pending(&mut cmds);
+        crate::metrics::get().call_media(&self.media.counters_handle().snapshot());
         let app = self.app().clone();
         app.shared.calls.remove(&self.ctx.id);
         if let Some(r) = self.replacement.take() {

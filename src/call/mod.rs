@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use media::stats::MediaCounters;
-use serde_json::json;
 
 use rsipstack::sip::StatusCode;
 use rsipstack::transaction::transaction::Transaction;
@@ -92,31 +91,77 @@ pub struct CallInfo {
 }
 
 impl CallInfo {
-    /// The REST JSON of this call.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The REST view of this call (REST.md `/api/calls/active`).
+    pub fn view(&self) -> CallView {
         let m = self
             .counters
             .as_ref()
             .map(|c| c.snapshot())
             .unwrap_or_default();
-        json!({
-            "callId": self.call_id,
-            "dn": self.dn,
-            "direction": self.direction,
-            "remote": self.remote,
-            "state": self.state,
-            "startedAt": rfc3339(self.started_at),
-            "answeredAt": self.answered_at.map(rfc3339),
-            "sipCallId": self.sip_call_id,
-            "codec": self.codec,
-            "media": {
-                "packetsIn": m.packets_in,
-                "packetsOut": m.packets_out,
-                "bytesIn": m.bytes_in,
-                "bytesOut": m.bytes_out,
-                "lost": m.lost,
-                "jitterMs": m.jitter_ms,
+        CallView {
+            call_id: self.call_id.clone(),
+            dn: self.dn.clone(),
+            direction: self.direction,
+            remote: self.remote.clone(),
+            state: self.state,
+            started_at: rfc3339(self.started_at),
+            answered_at: self.answered_at.map(rfc3339),
+            sip_call_id: self.sip_call_id.clone(),
+            codec: self.codec.clone(),
+            media: MediaView {
+                packets_in: m.packets_in,
+                packets_out: m.packets_out,
+                bytes_in: m.bytes_in,
+                bytes_out: m.bytes_out,
+                lost: m.lost,
+                jitter_ms: m.jitter_ms,
             },
-        })
+        }
     }
+}
+
+/// A call as REST shows it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    /// Protocol call id.
+    pub call_id: String,
+    /// The agent's DN.
+    pub dn: String,
+    /// `inbound` | `outbound`.
+    #[schema(example = "outbound")]
+    pub direction: &'static str,
+    /// The far end's URI.
+    pub remote: String,
+    /// `setup` | `ringing` | `answered`.
+    #[schema(example = "answered")]
+    pub state: &'static str,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339, null until answered.
+    pub answered_at: Option<String>,
+    /// The SIP dialog's Call-ID.
+    pub sip_call_id: Option<String>,
+    /// The relayed codec.
+    pub codec: Option<String>,
+    /// Media counters.
+    pub media: MediaView,
+}
+
+/// Media counters of a call (both legs together).
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaView {
+    /// RTP packets received from either leg.
+    pub packets_in: u64,
+    /// RTP packets sent to either leg.
+    pub packets_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Packets lost on the way in.
+    pub lost: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
 }

@@ -78,6 +78,7 @@ pub fn bad_request(req: &Request, problem: &str) -> Option<Response> {
 impl TransportEventInspector for Sanity {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
         if let TransportEvent::Incoming(msg, _, from) = &event {
+            crate::metrics::get().sip_received(msg);
             if tracing::enabled!(tracing::Level::DEBUG) {
                 debug!(src = %from, message = %msg, "SIP message in");
             }

@@ -118,8 +118,11 @@ impl SipUa {
                 Method::Options,
                 Method::Info,
                 Method::Update,
+                Method::Refer,
+                Method::Notify,
             ])
             .with_transport_inspector(Box::new(Sanity))
+            .with_inspector(Box::new(crate::metrics::SipCounter))
             .build();
         let incoming = endpoint.incoming_transactions()?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));

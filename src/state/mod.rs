@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 /// Where a DN's registration stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RegState {
     /// The first REGISTER is in flight.
@@ -26,7 +26,7 @@ pub enum RegState {
 }
 
 /// One DN as REST shows it (REST.md `/api/dn/list`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DnView {
     /// The extension.
@@ -183,6 +183,23 @@ pub struct Shared {
     pub started: Instant,
     /// Active calls by protocol call id.
     pub calls: DashMap<String, crate::call::CallInfo>,
+    /// Live events for `/api/events` subscribers.
+    pub events: tokio::sync::broadcast::Sender<LiveEvent>,
+    /// Rate limits' state.
+    pub limiter: crate::ws::limits::Limiter,
+}
+
+/// Events one `/api/events` subscriber may fall behind by before it is dropped: a slow
+/// reader must never slow the gateway, and memory per subscriber stays bounded.
+pub const EVENT_BACKLOG: usize = 1024;
+
+/// A live event: its `type` (the SSE `event:` name) and its JSON (`data:`).
+#[derive(Clone, Debug)]
+pub struct LiveEvent {
+    /// `registrationState`, `ringing`, `answered`, `hangup`, …
+    pub kind: String,
+    /// The JSON object, with `type` in it.
+    pub data: std::sync::Arc<str>,
 }
 
 impl Default for Shared {
@@ -193,6 +210,8 @@ impl Default for Shared {
             sessions: AtomicUsize::new(0),
             started: Instant::now(),
             calls: DashMap::new(),
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+            limiter: Default::default(),
         }
     }
 }
@@ -215,6 +234,21 @@ impl Shared {
     }
 
     /// Number of open sessions.
+    /// Publishes a live event (nobody listening is fine). `payload` must be a JSON object; it
+    /// gets `type: kind` added.
+    pub fn publish(&self, kind: &str, mut payload: serde_json::Value) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Some(o) = payload.as_object_mut() {
+            o.insert("type".into(), serde_json::Value::from(kind));
+        }
+        let _ = self.events.send(LiveEvent {
+            kind: kind.to_string(),
+            data: payload.to_string().into(),
+        });
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.load(Ordering::Relaxed)
     }

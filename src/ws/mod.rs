@@ -1,5 +1,6 @@
 //! The browser side: the WebSocket endpoint on `--ws-listen` (PROTOCOL.md).
 
+pub mod limits;
 pub mod protocol;
 pub mod session;
 
@@ -78,6 +79,7 @@ struct Params {
 async fn upgrade(
     State(app): State<Arc<App>>,
     Query(params): Query<Params>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -110,8 +112,26 @@ async fn upgrade(
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    // The peer address is known when the server was started with connect info.
+    let peer_ip = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = peer_ip {
+        let allowed = app
+            .shared
+            .limiter
+            .connect(ip, &app.cfg.limits, std::time::Instant::now());
+        if !allowed {
+            tracing::info!(%ip, "WebSocket connect rate-limited");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address; retry later\n",
+            )
+                .into_response();
+        }
+    }
     let tasks = app.tasks.clone();
     ws.max_message_size(HARD_LIMIT)
         .max_frame_size(HARD_LIMIT)
-        .on_upgrade(move |socket| tasks.track_future(session::run(socket, app)))
+        .on_upgrade(move |socket| tasks.track_future(session::run(socket, app, peer_ip)))
 }

@@ -31,6 +31,29 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The wire spelling (also the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::AlreadyRegistered => "already_registered",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::NoSuchCall => "no_such_call",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MediaFailed => "media_failed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 /// `register` payload.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,6 +185,27 @@ pub enum Request {
     Dtmf(DtmfPayload),
     /// `transfer`.
     Transfer(TransferPayload),
+}
+
+impl Request {
+    /// The request's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Register(_) => "register",
+            Request::Unregister => "unregister",
+            Request::Ping => "ping",
+            Request::Resume(_) => "resume",
+            Request::Call(_) => "call",
+            Request::Answer(_) => "answer",
+            Request::Reject(_) => "reject",
+            Request::Hangup(_) => "hangup",
+            Request::IceCandidate(_) => "iceCandidate",
+            Request::Hold(_, true) => "hold",
+            Request::Hold(_, false) => "unhold",
+            Request::Dtmf(_) => "dtmf",
+            Request::Transfer(_) => "transfer",
+        }
+    }
 }
 
 /// A frame that is not a usable request, and what to answer.
@@ -394,6 +438,7 @@ pub struct ErrorPayload<'a> {
 
 /// An `error` frame.
 pub fn error(id: Option<&str>, code: ErrorCode, message: &str, sip_status: Option<u16>) -> String {
+    crate::metrics::get().ws_error(code.as_str());
     frame(
         "error",
         id,
@@ -501,6 +546,20 @@ mod tests {
 
         let r = rejected(r#"{"type":"register","id":"m6","payload":"x"}"#);
         assert!(r.message.contains("payload"), "{}", r.message);
+    }
+
+    #[test]
+    fn error_codes_spell_as_serde_does() {
+        for c in [
+            ErrorCode::BadJson,
+            ErrorCode::RateLimited,
+            ErrorCode::UpstreamUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::json!(c.as_str())
+            );
+        }
     }
 
     #[test]

@@ -71,6 +71,10 @@ struct Session {
     handover: Option<(mpsc::UnboundedSender<Attach>, String)>,
     /// Frames produced while no socket was attached, sent after a resume.
     undelivered: Vec<String>,
+    /// Where the browser connected from (`None` when the server cannot tell).
+    peer_ip: Option<std::net::IpAddr>,
+    /// Requests this session may still send this second.
+    requests: super::limits::TokenBucket,
 }
 
 /// Why the socket loop ended.
@@ -97,7 +101,7 @@ fn random_hex() -> String {
 }
 
 /// Runs a session on an upgraded socket until it and its registration are over.
-pub async fn run(socket: WebSocket, app: Arc<App>) {
+pub async fn run(socket: WebSocket, app: Arc<App>, peer_ip: Option<std::net::IpAddr>) {
     let id = random_hex();
     let span = tracing::info_span!("session", session = %id, dn = tracing::field::Empty);
     app.shared.sessions.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +128,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         calls: HashMap::new(),
         handover: None,
         undelivered: Vec::new(),
+        peer_ip,
+        requests: {
+            let rate = f64::from(app.cfg.limits.requests_per_second);
+            super::limits::TokenBucket::new(rate, rate * 2.0, std::time::Instant::now())
+        },
     };
     session
         .serve(socket, token, reg_rx, attach_rx, call_rx)
@@ -350,6 +359,18 @@ impl Session {
 
     /// One text frame in, frames out.
     fn on_text(&mut self, text: &str) -> Vec<String> {
+        if !self.requests.take(std::time::Instant::now()) {
+            let id = protocol::parse(text).ok().map(|(id, _)| id);
+            return vec![protocol::error(
+                id.as_deref(),
+                ErrorCode::RateLimited,
+                &format!(
+                    "more than {} requests per second; slow down",
+                    self.app.cfg.limits.requests_per_second
+                ),
+                None,
+            )];
+        }
         if text.len() > protocol::MAX_FRAME {
             return vec![protocol::error(
                 None,
@@ -369,6 +390,7 @@ impl Session {
                 return vec![protocol::error(r.id.as_deref(), r.code, &r.message, None)];
             }
         };
+        crate::metrics::get().ws_message(request.kind());
         match request {
             Request::Ping => vec![protocol::frame(
                 "result",
@@ -432,6 +454,27 @@ impl Session {
                 "the gateway is shutting down",
                 None,
             )];
+        }
+        if let Some(ip) = self.peer_ip {
+            let limited = self.app.shared.limiter.register(
+                ip,
+                &p.dn,
+                &self.app.cfg.limits,
+                std::time::Instant::now(),
+            );
+            if let Err(wait) = limited {
+                info!(dn = %p.dn, %ip, "register attempt rate-limited");
+                return vec![protocol::error(
+                    Some(&id),
+                    ErrorCode::RateLimited,
+                    &format!(
+                        "too many register attempts for DN {} from this address; retry in {} s",
+                        p.dn,
+                        wait.as_secs().max(1)
+                    ),
+                    None,
+                )];
+            }
         }
         if self
             .app
@@ -502,6 +545,7 @@ impl Session {
     }
 
     fn call(&mut self, id: String, p: protocol::CallPayload) -> Vec<String> {
+        let requested_at = std::time::Instant::now();
         let refuse = |code, message: &str| vec![protocol::error(Some(&id), code, message, None)];
         let Some(reg) = self.reg.as_ref() else {
             return refuse(ErrorCode::NotRegistered, "register a DN before calling");
@@ -543,6 +587,7 @@ impl Session {
                 sip_offer: out.sip_offer,
                 headers,
                 media: out.session,
+                requested_at,
             },
             self.call_tx.clone(),
         );
@@ -640,11 +685,17 @@ impl Session {
 
     /// A registration event in, frames out.
     fn on_reg_event(&mut self, ev: RegEvent) -> Vec<String> {
+        let app = self.app.clone();
+        let session_id = self.id.clone();
         let Some(reg) = self.reg.as_mut() else {
             return Vec::new();
         };
         let dn = reg.dn.clone();
         let state = |state: &str, reason: Option<&str>, sip_status: Option<u16>| {
+            app.shared.publish(
+                "registrationState",
+                json!({ "dn": dn, "state": state, "reason": reason, "sipStatus": sip_status, "sessionId": session_id }),
+            );
             protocol::frame(
                 "registrationState",
                 None,
@@ -658,6 +709,9 @@ impl Session {
         };
         match ev {
             RegEvent::Registered { expires } => {
+                if let Some(ip) = self.peer_ip {
+                    self.app.shared.limiter.auth_ok(ip, &dn);
+                }
                 let mut out = Vec::new();
                 if let Some(id) = reg.pending_register.take() {
                     out.push(protocol::frame(
@@ -680,6 +734,12 @@ impl Session {
                 out
             }
             RegEvent::Rejected { status, auth } => {
+                if let (true, Some(ip)) = (auth, self.peer_ip) {
+                    self.app
+                        .shared
+                        .limiter
+                        .auth_failed(ip, &dn, std::time::Instant::now());
+                }
                 let mut out = Vec::new();
                 if let Some(id) = reg.pending_register.take() {
                     let (code, message, sip) = match (status, auth) {
