@@ -13,8 +13,9 @@ use crate::browser_leg::BrowserRemote;
 use crate::dtls::{role_for_answer, role_from_answer, DtlsCertificate};
 use crate::ports::PortPool;
 use crate::relay::PtMap;
-use crate::sdp::{self, Codec, Direction};
+use crate::sdp::{self, Codec, CodecChoice, Direction};
 use crate::stats::{MediaCounters, MediaSnapshot};
+use crate::transcode::{TranscodeError, TranscodePlan, Transcoder, G711};
 use crate::worker::{self, Command, MediaEvent, NewCall, RelayPlan, WorkerHandle};
 
 /// Settings of the media plane.
@@ -41,9 +42,12 @@ pub enum MediaError {
     /// The browser asked for a DTLS role we cannot take.
     #[error("unsupported a=setup {0:?}")]
     Setup(String),
-    /// No codec both legs can carry without transcoding.
+    /// No codec both legs can carry, even with Opus <-> G.711 transcoding.
     #[error("no common codec")]
     NoCommonCodec,
+    /// The Opus codecs for a transcoded call could not be set up.
+    #[error("transcoding: {0}")]
+    Transcode(#[from] TranscodeError),
     /// The port range is used up.
     #[error("{0}")]
     Ports(#[from] crate::ports::Exhausted),
@@ -80,12 +84,17 @@ pub struct MediaSession {
     /// Events from the worker.
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
     counters: Arc<MediaCounters>,
-    /// Codecs we offered or answered toward the browser (browser payload types).
+    /// The browser leg's codecs in its sending preference (browser payload types): our
+    /// answer to its offer, or our offer to it until its answer replaces them.
     browser_codecs: Vec<Codec>,
     /// Codecs we offered or answered toward SIP (SIP payload types).
     sip_codecs: Vec<Codec>,
-    /// The codec relayed, once both sides are known.
-    chosen: Option<Codec>,
+    /// The far end's last description, to re-plan when the browser's answer arrives.
+    sip_remote: Option<sdp::PlainDescription>,
+    /// What the legs carry, as REST shows it, once both sides are known.
+    chosen: Option<String>,
+    /// The transcoding the worker has codecs for, if any.
+    transcoding: Option<TranscodePlan>,
     /// The far end's telephone-event payload type, once known.
     far_dtmf: Option<u8>,
     sdp_version: u64,
@@ -114,7 +123,7 @@ pub struct Inbound {
     pub session: MediaSession,
 }
 
-/// Passthrough codecs with telephone-event at the end, in our preference order.
+/// Our SIP answer's codec with telephone-event at its clock rate, as the offer has them.
 fn with_dtmf(mut codecs: Vec<Codec>, all: &[Codec]) -> Vec<Codec> {
     let clock = codecs.first().map(|c| c.clock_rate).unwrap_or(8000);
     if let Some(te) = all
@@ -226,7 +235,9 @@ impl MediaEngine {
             counters,
             browser_codecs,
             sip_codecs,
+            sip_remote: None,
             chosen: None,
+            transcoding: None,
             far_dtmf: None,
             sdp_version: 1,
             session_id: rand::random::<u32>().into(),
@@ -244,11 +255,13 @@ impl MediaEngine {
         let offer = sdp::parse_webrtc(browser_offer)?;
         let (role, setup) =
             role_for_answer(&offer.setup).ok_or_else(|| MediaError::Setup(offer.setup.clone()))?;
-        let passthrough = sdp::passthrough_candidates(&offer.codecs);
-        if passthrough.is_empty() {
+        // Toward the browser: what can pass through; toward SIP: that, then what we can
+        // transcode the browser's Opus to.
+        let codecs = sdp::browser_answer_codecs(&offer.codecs);
+        if !codecs.iter().any(Codec::is_primary) {
             return Err(MediaError::NoCommonCodec);
         }
-        let codecs = with_dtmf(passthrough, &offer.codecs);
+        let sip_codecs = sdp::sip_offer_codecs(&codecs);
         let remote = BrowserRemote {
             ice_ufrag: offer.ice_ufrag.clone(),
             ice_pwd: offer.ice_pwd.clone(),
@@ -256,7 +269,7 @@ impl MediaEngine {
             role,
         };
         let (session, ufrag, pwd, port, ssrc) =
-            self.new_session(Some(remote), codecs.clone(), codecs.clone())?;
+            self.new_session(Some(remote), codecs.clone(), sip_codecs.clone())?;
         let worker_port = self.workers[session.worker].browser_port;
         let browser_answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
             offer: browser_offer,
@@ -274,7 +287,7 @@ impl MediaEngine {
         let sip_offer = sdp::build_plain(&sdp::PlainParams {
             ip: self.cfg.public_ip,
             port,
-            codecs: &codecs,
+            codecs: &sip_codecs,
             direction: Direction::SendRecv,
             session_id: session.session_id,
             session_version: session.sdp_version,
@@ -291,12 +304,13 @@ impl MediaEngine {
     pub fn inbound(self: &Arc<Self>, sip_offer: &str) -> Result<Inbound, MediaError> {
         let offer = sdp::parse_plain(sip_offer)?;
         let candidates = sdp::passthrough_candidates(&offer.codecs);
-        let Some(first) = candidates.first().cloned() else {
+        let Some(first) = candidates.into_iter().find(Codec::is_primary) else {
             return Err(MediaError::NoCommonCodec);
         };
-        let sip_codecs = with_dtmf(vec![first.clone()], &offer.codecs);
-        // Toward the browser we use the far end's payload types: nothing to remap.
-        let browser_codecs = sip_codecs.clone();
+        let sip_codecs = with_dtmf(vec![first], &offer.codecs);
+        // Toward the browser we use the far end's payload types for its codec (nothing to
+        // remap), and offer Opus besides when we can transcode it to that.
+        let browser_codecs = sdp::browser_offer_codecs(&sip_codecs);
         let (mut session, ufrag, pwd, port, ssrc) =
             self.new_session(None, browser_codecs.clone(), sip_codecs.clone())?;
         let worker_port = self.workers[session.worker].browser_port;
@@ -327,7 +341,7 @@ impl MediaEngine {
                 ptime: offer.ptime.unwrap_or(20),
             },
         )?;
-        session.apply_sip(&offer, &sip_codecs)?;
+        session.apply_sip(&offer)?;
         Ok(Inbound {
             browser_offer,
             sip_answer,
@@ -364,9 +378,15 @@ impl MediaSession {
         self.counters.snapshot()
     }
 
-    /// The relayed codec's name, once known.
+    /// What the legs carry, once known: the relayed codec's name (`PCMU`), or both sides
+    /// when transcoding (`opus/48000 <-> PCMU/8000`).
     pub fn codec(&self) -> Option<&str> {
-        self.chosen.as_ref().map(|c| c.name.as_str())
+        self.chosen.as_deref()
+    }
+
+    /// Whether the media plane transcodes this call (Opus <-> G.711).
+    pub fn is_transcoding(&self) -> bool {
+        self.transcoding.is_some()
     }
 
     fn send(&self, cmd: Command) -> Result<(), MediaError> {
@@ -380,36 +400,74 @@ impl MediaSession {
     /// The far end's SDP answer (or a re-INVITE's offer): address, codec, hold state.
     pub fn set_sip_remote(&mut self, sip_sdp: &str) -> Result<Direction, MediaError> {
         let desc = sdp::parse_plain(sip_sdp)?;
-        let ours = self.sip_codecs.clone();
-        self.apply_sip(&desc, &ours)?;
+        self.apply_sip(&desc)?;
         Ok(desc.direction)
     }
 
-    fn apply_sip(
-        &mut self,
-        desc: &sdp::PlainDescription,
-        ours: &[Codec],
-    ) -> Result<(), MediaError> {
-        let (our, their) =
-            sdp::choose_common(ours, &desc.codecs).ok_or(MediaError::NoCommonCodec)?;
-        // Browser payload type of the same codec.
-        let browser = self
-            .browser_codecs
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case(&our.name) && c.clock_rate == our.clock_rate)
-            .cloned()
+    /// The relay plan for the far end's description `desc`: passthrough when the legs share
+    /// a codec, else Opus <-> G.711 transcoding (codecs made here, off the worker thread).
+    fn apply_sip(&mut self, desc: &sdp::PlainDescription) -> Result<(), MediaError> {
+        let choice = sdp::choose_legs(&self.browser_codecs, &self.sip_codecs, &desc.codecs)
             .ok_or(MediaError::NoCommonCodec)?;
         let mut to_sip = PtMap::new();
         let mut to_browser = PtMap::new();
-        let _ = to_sip.insert(browser.pt, their.pt);
-        let _ = to_browser.insert(their.pt, browser.pt);
         let mut sip_dtmf = None;
-        if let Some((b_te, s_te)) =
-            sdp::common_dtmf(&self.browser_codecs, &desc.codecs, our.clock_rate)
-        {
-            let _ = to_sip.insert(b_te.pt, s_te.pt);
-            let _ = to_browser.insert(s_te.pt, b_te.pt);
-            sip_dtmf = Some(s_te.pt);
+        let (plan_clock, browser_clock, transcode) = match &choice {
+            CodecChoice::Passthrough { browser, sip } => {
+                let _ = to_sip.insert(browser.pt, sip.pt);
+                let _ = to_browser.insert(sip.pt, browser.pt);
+                if let Some((b_te, s_te)) =
+                    sdp::common_dtmf(&self.browser_codecs, &desc.codecs, sip.clock_rate)
+                {
+                    let _ = to_sip.insert(b_te.pt, s_te.pt);
+                    let _ = to_browser.insert(s_te.pt, b_te.pt);
+                    sip_dtmf = Some(s_te.pt);
+                }
+                (sip.clock_rate, browser.clock_rate, None)
+            }
+            CodecChoice::Transcode { browser, sip } => {
+                let law = G711::from_name(&sip.name).ok_or(MediaError::NoCommonCodec)?;
+                let _ = to_sip.insert(browser.pt, sip.pt);
+                let _ = to_browser.insert(sip.pt, browser.pt);
+                // Events pass through between the far end's 8 kHz telephone-event and the
+                // browser's, preferably at Opus' clock; the worker rescales them.
+                let s_te = desc
+                    .codecs
+                    .iter()
+                    .find(|c| c.is_telephone_event() && c.clock_rate == sip.clock_rate);
+                let b_te = self
+                    .browser_codecs
+                    .iter()
+                    .filter(|c| c.is_telephone_event())
+                    .max_by_key(|c| c.clock_rate == browser.clock_rate);
+                let mut browser_dtmf = None;
+                if let Some(s_te) = s_te {
+                    sip_dtmf = Some(s_te.pt);
+                    if let Some(b_te) = b_te {
+                        let _ = to_sip.insert(b_te.pt, s_te.pt);
+                        let _ = to_browser.insert(s_te.pt, b_te.pt);
+                        browser_dtmf = Some((b_te.pt, b_te.clock_rate));
+                    }
+                }
+                let plan = TranscodePlan {
+                    opus_pt: browser.pt,
+                    g711_pt: sip.pt,
+                    law,
+                    browser_dtmf,
+                    sip_dtmf,
+                };
+                (sip.clock_rate, browser.clock_rate, Some(plan))
+            }
+        };
+        // New codecs only when the transcoding changes: a re-INVITE that keeps it keeps the
+        // decoder's and encoder's state.
+        let transcoder = match transcode {
+            Some(plan) if self.transcoding != Some(plan) => Some(Box::new(Transcoder::new(plan)?)),
+            _ => None,
+        };
+        let label = choice.label();
+        if transcode.is_some() && self.chosen.as_deref() != Some(label.as_str()) {
+            tracing::info!(codec = %label, "media: transcoding");
         }
         let addr = (desc.port != 0).then_some(SocketAddr::new(desc.addr, desc.port));
         let rtcp = addr.map(|a| match desc.rtcp {
@@ -418,8 +476,10 @@ impl MediaSession {
         });
         let held =
             matches!(desc.direction, Direction::SendOnly | Direction::Inactive) || addr.is_none();
-        self.chosen = Some(browser);
+        self.chosen = Some(label);
+        self.transcoding = transcode;
         self.far_dtmf = sip_dtmf;
+        self.sip_remote = Some(desc.clone());
         self.send(Command::SetSipRemote {
             id: self.id,
             addr,
@@ -427,18 +487,40 @@ impl MediaSession {
             plan: RelayPlan {
                 to_sip,
                 to_browser,
-                clock_rate: our.clock_rate,
+                clock_rate: plan_clock,
+                browser_clock_rate: browser_clock,
                 sip_dtmf,
+                transcode,
             },
+            transcoder,
         })?;
         self.send(Command::Hold { id: self.id, held })
     }
 
-    /// The browser's answer to our offer (incoming calls).
+    /// The browser's answer to our offer (incoming calls). Its codecs decide the relay: the
+    /// far end's codec passes through if the browser sends it, Opus is transcoded.
     pub fn set_browser_answer(&mut self, answer: &str) -> Result<(), MediaError> {
         let desc = sdp::parse_webrtc(answer)?;
         let role =
             role_from_answer(&desc.setup).ok_or_else(|| MediaError::Setup(desc.setup.clone()))?;
+        // Only codecs we offered count (an answer may not add any, RFC 3264 §6).
+        let answered: Vec<Codec> = desc
+            .codecs
+            .iter()
+            .filter(|c| {
+                self.browser_codecs
+                    .iter()
+                    .any(|o| o.pt == c.pt && o.same_format(c))
+            })
+            .cloned()
+            .collect();
+        let offered = std::mem::replace(&mut self.browser_codecs, answered);
+        if let Some(remote) = self.sip_remote.clone() {
+            if let Err(e) = self.apply_sip(&remote) {
+                self.browser_codecs = offered;
+                return Err(e);
+            }
+        }
         self.send(Command::SetBrowserRemote {
             id: self.id,
             remote: BrowserRemote {

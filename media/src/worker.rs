@@ -23,6 +23,7 @@ use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::rtp_leg::RtpPeer;
 use crate::stats::{MediaCounters, ReceiveStats};
+use crate::transcode::{TranscodePlan, Transcoder};
 
 const WAKER: Token = Token(0);
 const BROWSER: Token = Token(1);
@@ -98,10 +99,15 @@ pub struct RelayPlan {
     pub to_sip: PtMap,
     /// SIP payload types to browser payload types.
     pub to_browser: PtMap,
-    /// Clock rate of the relayed codec.
+    /// RTP clock rate of the SIP leg's stream.
     pub clock_rate: u32,
+    /// RTP clock rate of the browser leg's stream: the same as `clock_rate` for passthrough,
+    /// 48000 when the browser leg is transcoded Opus.
+    pub browser_clock_rate: u32,
     /// The far end's telephone-event payload type, if negotiated.
     pub sip_dtmf: Option<u8>,
+    /// Opus <-> G.711 transcoding, when the legs share no codec.
+    pub transcode: Option<TranscodePlan>,
 }
 
 /// A request from signaling.
@@ -125,6 +131,9 @@ pub enum Command {
         rtcp: Option<SocketAddr>,
         /// Codec plan.
         plan: RelayPlan,
+        /// Fresh codec state when `plan` starts a (different) transcoding; `None` keeps the
+        /// call's current codecs (or none, for passthrough).
+        transcoder: Option<Box<Transcoder>>,
     },
     /// Hold state: while held, nothing is sent to the far end and silence is no time-out.
     Hold {
@@ -200,6 +209,8 @@ struct Call {
     to_sip: StreamRewriter,
     to_browser: StreamRewriter,
     plan: Option<RelayPlan>,
+    /// Opus and G.711 codec state of a transcoded call.
+    transcoder: Option<Box<Transcoder>>,
     sip_rx: ReceiveStats,
     dtmf: crate::dtmf::Detector,
     dtmf_out: crate::dtmf::Sender,
@@ -358,15 +369,29 @@ impl Worker {
                     addr,
                     rtcp,
                     plan,
+                    transcoder,
                 } => {
                     if let Some(call) = self.call_mut(id) {
                         call.peer.set_signalled(addr);
                         if rtcp != call.rtcp_to && !call.rtcp_latched {
                             call.rtcp_to = rtcp;
                         }
+                        // Each rewriter works on its receiver's clock: 8 kHz toward SIP and
+                        // 48 kHz toward the browser when transcoding, so a re-anchor's
+                        // wall-clock gap is counted on the right clock.
                         if call.plan.is_none_or(|p| p.clock_rate != plan.clock_rate) {
                             call.to_sip.set_clock_rate(plan.clock_rate);
-                            call.to_browser.set_clock_rate(plan.clock_rate);
+                        }
+                        if call
+                            .plan
+                            .is_none_or(|p| p.browser_clock_rate != plan.browser_clock_rate)
+                        {
+                            call.to_browser.set_clock_rate(plan.browser_clock_rate);
+                        }
+                        if plan.transcode.is_none() {
+                            call.transcoder = None;
+                        } else if transcoder.is_some() {
+                            call.transcoder = transcoder;
                         }
                         call.plan = Some(plan);
                         call.sip_since = Some(now);
@@ -484,6 +509,7 @@ impl Worker {
             to_sip: StreamRewriter::new(new.ssrc_to_sip, 8000),
             to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
             plan: None,
+            transcoder: None,
             sip_rx: ReceiveStats::default(),
             dtmf: crate::dtmf::Detector::default(),
             dtmf_out: crate::dtmf::Sender::default(),
@@ -714,6 +740,19 @@ impl Call {
             now,
             plan.clock_rate,
         );
+        // Transcoding: the packet to send is the transcoder's, with the same header fields
+        // on the browser's clock; then the same rewrite as passthrough.
+        let packet = if plan.transcode.is_some() {
+            let Some(t) = self.transcoder.as_mut() else {
+                return;
+            };
+            match t.to_browser.process(packet) {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        } else {
+            packet
+        };
         if self
             .to_browser
             .rewrite(packet, &plan.to_browser, now)
@@ -738,11 +777,43 @@ impl Call {
             crate::relay::header::seq(plain),
             crate::relay::header::ts(plain),
             now,
-            plan.clock_rate,
+            plan.browser_clock_rate,
         );
         // While we send an event, the browser's audio toward the far end pauses (RFC 4733
         // §2.5.1.2), so the far end does not hear the tone and the event at once.
         if self.dtmf_out.is_active() {
+            if let Some(t) = self.transcoder.as_mut() {
+                t.to_sip.skip(plain);
+            }
+            return;
+        }
+        if plan.transcode.is_some() {
+            // One packet in, one out (more after a loss: concealment first), each rewritten
+            // and sent as a relayed one would be.
+            let Call {
+                transcoder,
+                to_sip,
+                rtp,
+                peer,
+                counters,
+                sent_to_sip,
+                ..
+            } = self;
+            let Some(t) = transcoder.as_mut() else {
+                return;
+            };
+            let to = peer.destination();
+            let _ = t.to_sip.process(plain, |packet| {
+                if to_sip.rewrite(packet, &plan.to_sip, now).is_err() {
+                    return;
+                }
+                if let Some(to) = to {
+                    if rtp.send_to(packet, to).is_ok() {
+                        counters.sent(packet.len());
+                        sent_to_sip.on_sent(packet.len() - header::LEN, header::ts(packet), now);
+                    }
+                }
+            });
             return;
         }
         if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
@@ -805,7 +876,7 @@ impl Call {
                 self.to_browser.out_ssrc(),
                 "gateway",
                 &self.sent_to_browser,
-                plan.clock_rate,
+                plan.browser_clock_rate,
                 reception,
                 now,
                 wall,
