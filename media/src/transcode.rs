@@ -235,7 +235,11 @@ impl OpusToG711 {
     /// Audio for one lost packet of the last packet's duration: recovered from the in-band
     /// FEC of `next` (the packet after the loss) when given, else made up by libopus' packet
     /// loss concealment, which continues the signal instead of leaving a gap.
-    pub fn conceal(&mut self, next: Option<&[u8]>, out: &mut [u8]) -> Result<usize, TranscodeError> {
+    pub fn conceal(
+        &mut self,
+        next: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<usize, TranscodeError> {
         let samples = self.last_samples;
         let pcm = &mut self.pcm[..samples];
         let n = match next {
@@ -878,8 +882,8 @@ mod tests {
 
     #[test]
     fn browser_packets_become_g711_and_8k_events() {
-        let enc = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip)
-            .expect("encoder");
+        let enc =
+            Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).expect("encoder");
         let mut to_sip = BrowserToSip::new(plan()).expect("codec");
         let mut opus = [0u8; 1500];
         let frame = sine(1000.0, 48000, 960, 0.3);
