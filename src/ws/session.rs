@@ -89,11 +89,17 @@ enum End {
     Replaced(Box<Attach>),
 }
 
+/// Sends frames with one flush, so a reply and the event after it leave in one TCP write
+/// (two small writes would meet Nagle's algorithm and the peer's delayed ACK: 40 ms).
 async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> Result<(), ()> {
-    for f in frames {
-        socket.send(Message::Text(f.into())).await.map_err(|_| ())?;
+    use futures_util::SinkExt;
+    if frames.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    for f in frames {
+        socket.feed(Message::Text(f.into())).await.map_err(|_| ())?;
+    }
+    socket.flush().await.map_err(|_| ())
 }
 
 fn random_hex() -> String {

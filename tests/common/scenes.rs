@@ -62,7 +62,17 @@ pub async fn answered_call(kam: &Kamailio, gw_args: &[&str]) -> (Gateway, Client
 
 /// Agent `dn` registered on `gw`, in an answered call to `to` with ICE and DTLS up.
 pub async fn agent_calls(gw: &Gateway, dn: &str, to: &str) -> (Client, Peer, String) {
-    let mut c = Client::connect(&gw.ws_url()).await;
+    agent_calls_via(gw, &gw.ws_url(), dn, to).await
+}
+
+/// [`agent_calls`] over the WebSocket at `url` (e.g. with `?token=`).
+pub async fn agent_calls_via(
+    gw: &Gateway,
+    url: &str,
+    dn: &str,
+    to: &str,
+) -> (Client, Peer, String) {
+    let mut c = Client::connect(url).await;
     c.register(dn, &format!("pass{dn}")).await;
     let peer = Peer::new(g711_peer()).await;
     let r = c
