@@ -557,12 +557,17 @@ impl Worker {
                 }
             };
             let now = Instant::now();
+            let mut count = 0;
             for i in 0..n {
                 let (from, ranges) = batch.datagrams(i);
                 for r in ranges {
                     self.on_browser_datagram(&batch.storage[r], from, now);
+                    count += 1;
                 }
             }
+            // One clock read per batch: every packet of it is counted with the time the whole
+            // batch took, an upper bound on its own time in the relay.
+            crate::stats::RELAY_LATENCY.record(now.elapsed(), count);
         }
         self.batch = batch;
     }
@@ -636,6 +641,7 @@ impl Worker {
                 }
             };
             let now = Instant::now();
+            let mut count = 0;
             for i in 0..n {
                 let (from, ranges) = batch.datagrams(i);
                 for r in ranges {
@@ -646,8 +652,10 @@ impl Worker {
                         &self.browser,
                         &mut self.scratch,
                     );
+                    count += 1;
                 }
             }
+            crate::stats::RELAY_LATENCY.record(now.elapsed(), count);
         }
         self.batch = batch;
     }
