@@ -13,8 +13,9 @@
 //! (webrtc 0.21 has no interface/IP filter: binding a concrete address is how gathering is
 //! restricted; a wildcard bind would expand to every non-loopback interface instead.)
 //!
-//! Also here: a G.711 µ-law/A-law encoder and decoder and a dominant-frequency estimator, so tests
-//! can check that audio really arrives.
+//! Also here: a G.711 µ-law/A-law encoder and decoder, Opus through libopus (`audiopus`, as a
+//! browser encodes and decodes it: 48 kHz), and a dominant-frequency estimator, so tests can
+//! check that audio really arrives.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -55,7 +56,8 @@ const NUMBERED_HEADER: usize = 16;
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     /// Audio codecs to register, in preference order: any of `opus`, `PCMU`, `PCMA`, `G722`,
-    /// `telephone-event` (case-insensitive). Only these appear in our SDP.
+    /// `telephone-event` (8 kHz), `telephone-event/48000` (case-insensitive). Only these
+    /// appear in our SDP.
     pub codecs: Vec<&'static str>,
     /// ICE server URLs (`stun:` / `turn:`) handed to the peer connection, as from `hello`.
     pub ice_servers: Vec<String>,
@@ -224,8 +226,13 @@ fn codec_parameters(name: &str) -> RTCRtpCodecParameters {
         "pcma" => ("audio/PCMA", 8000, 0, "", 8),
         "g722" => ("audio/G722", 8000, 0, "", 9),
         "telephone-event" => ("audio/telephone-event", 8000, 0, "0-15", 126),
+        // What Chrome pairs with Opus: RFC 4733 events on Opus' clock.
+        "telephone-event/48000" => ("audio/telephone-event", 48000, 0, "0-15", 110),
         other => {
-            panic!("PeerOptions: unknown codec {other:?} (opus, PCMU, PCMA, G722, telephone-event)")
+            panic!(
+                "PeerOptions: unknown codec {other:?} \
+                 (opus, PCMU, PCMA, G722, telephone-event, telephone-event/48000)"
+            )
         }
     };
     RTCRtpCodecParameters {
@@ -581,24 +588,89 @@ impl Peer {
         });
     }
 
-    /// Sends a `freq` Hz sine tone for `duration` in the negotiated codec, one packet per 20 ms.
-    /// PCMU/PCMA only (160 G.711 bytes per packet); returns false, sending nothing, for any other
-    /// codec (Opus: no encoder in the dependency tree) or before negotiation.
+    /// Sends a `freq` Hz sine tone for `duration` in the negotiated codec, one packet per 20 ms:
+    /// 160 G.711 bytes per packet for PCMU/PCMA, or a 20 ms Opus frame encoded at 48 kHz as a
+    /// browser does. Returns false, sending nothing, for any other codec or before
+    /// negotiation.
     pub fn send_tone(&self, freq: f64, duration: Duration) -> bool {
         let Some(codec) = self.negotiated_codec() else {
             return false;
         };
+        let count = (duration.as_millis() / PTIME.as_millis()) as u32;
+        if codec.name.eq_ignore_ascii_case("opus") {
+            let encoder = audiopus::coder::Encoder::new(
+                audiopus::SampleRate::Hz48000,
+                audiopus::Channels::Mono,
+                audiopus::Application::Voip,
+            )
+            .expect("opus encoder");
+            let mut generator = ToneGenerator::new(freq, 48000, 0.5);
+            self.spawn_sender(codec, count, move |_| {
+                let samples = generator.next_samples(960);
+                let mut out = vec![0u8; 1500];
+                let n = encoder.encode(&samples, &mut out).expect("opus encode");
+                out.truncate(n);
+                out
+            });
+            return true;
+        }
         let ulaw = match codec.name.to_ascii_uppercase().as_str() {
             "PCMU" => true,
             "PCMA" => false,
             _ => return false,
         };
-        let count = (duration.as_millis() / PTIME.as_millis()) as u32;
         let mut generator = ToneGenerator::new(freq, 8000, 0.5);
         self.spawn_sender(codec, count, move |_| {
             let samples = generator.next_samples(160);
             encode_g711(&samples, ulaw)
         });
+        true
+    }
+
+    /// Sends one RFC 4733 key press (`event` 0-15) of `duration` with the negotiated
+    /// telephone-event payload type on the audio's clock, as a browser's `insertDTMF` does:
+    /// one packet per 20 ms, all with the press's start timestamp and a growing duration, then
+    /// the end packet three times; the audio's clock then continues after the press. Returns
+    /// false, sending nothing, without a negotiated telephone-event.
+    pub fn send_key(&self, event: u8, duration: Duration) -> bool {
+        let Some(codec) = self.negotiated_codec() else {
+            return false;
+        };
+        let Some(pt) = codec.telephone_event_pt else {
+            return false;
+        };
+        let step = codec.clock_rate / 50;
+        let updates = (duration.as_millis() / PTIME.as_millis()).max(1) as u32;
+        let track = self.track.clone();
+        let shared = self.shared.clone();
+        let ssrc = self.ssrc;
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(PTIME);
+            let mut start_ts = None;
+            for i in 0..updates + 2 {
+                ticker.tick().await;
+                let (seq, ts) = shared.next_rtp(step);
+                let start = *start_ts.get_or_insert(ts);
+                let end = i + 1 >= updates;
+                let samples = step * (i + 1).min(updates);
+                let mut payload = vec![event, if end { 0x80 | 10 } else { 10 }];
+                payload.extend_from_slice(&(samples.min(0xffff) as u16).to_be_bytes());
+                let packet = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: i == 0,
+                        payload_type: pt,
+                        sequence_number: seq,
+                        timestamp: start,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: payload.into(),
+                };
+                let _ = track.write_rtp(packet).await;
+            }
+        });
+        self.shared.tasks.lock().unwrap().push(task);
         true
     }
 
@@ -667,6 +739,25 @@ impl Peer {
             .filter(|p| p.pt == 0 || p.pt == 8)
             .flat_map(|p| decode_g711(&p.payload, p.pt == 0))
             .collect()
+    }
+
+    /// Received Opus (payload type `opus_pt`) decoded at 48 kHz mono as a browser plays it, in
+    /// arrival order. Packets that do not decode are skipped.
+    pub fn received_opus_pcm(&self, opus_pt: u8) -> Vec<i16> {
+        let mut decoder =
+            audiopus::coder::Decoder::new(audiopus::SampleRate::Hz48000, audiopus::Channels::Mono)
+                .expect("opus decoder");
+        let mut pcm = vec![0i16; 5760];
+        let mut out = Vec::new();
+        for p in self.shared.received.lock().unwrap().iter() {
+            if p.pt != opus_pt || p.payload.is_empty() {
+                continue;
+            }
+            if let Ok(n) = decoder.decode(Some(&p.payload[..]), &mut pcm[..], false) {
+                out.extend_from_slice(&pcm[..n]);
+            }
+        }
+        out
     }
 
     /// Local candidates gathered so far, in trickle shape `{candidate, sdpMid, sdpMLineIndex}`.
