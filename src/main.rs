@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use gateway::app::App;
 use gateway::config::{Cli, Config};
+use gateway::listener::{self, ClientAddr, ConnOptions};
 use gateway::sip::{keepalive, ua};
 use gateway::state::Shared;
 use gateway::{api, ws};
@@ -19,6 +20,9 @@ use tracing::{error, info};
 /// SIGTERM must end the process within 5 s (DESIGN.md run contract); unregistering gets
 /// most of that.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4000);
+/// REST connections' send buffer: an event stream nobody reads fills it (and hyper's few
+/// queued chunks) within a few hundred events, so the subscriber is dropped early.
+const API_SEND_BUFFER: usize = 32 * 1024;
 
 fn main() -> ExitCode {
     let cfg = match Config::resolve(Cli::parse()) {
@@ -71,6 +75,10 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, Str
 }
 
 async fn run(cfg: Arc<Config>) -> Result<(), String> {
+    let tls = match &cfg.tls {
+        Some(files) => Some(gateway::tls::acceptor(files).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let ws_listener = bind(cfg.ws_listen, "WebSocket (--ws-listen)").await?;
     let api_listener = bind(cfg.api_listen, "REST (--api-listen)").await?;
     let (sip, incoming) = ua::SipUa::start(cfg.clone())
@@ -120,15 +128,43 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         Arc::new(move |tx| gateway::call::route_invite(&router_app, tx)),
     ));
 
-    let ws_server = axum::serve(ws_listener, ws::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let api_server = axum::serve(api_listener, api::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let ws_conns = listener::accept(
+        ws_listener,
+        ConnOptions {
+            tls: tls.clone(),
+            send_buffer: None,
+        },
+        shutdown.clone(),
+    );
+    let api_conns = listener::accept(
+        api_listener,
+        ConnOptions {
+            tls,
+            send_buffer: Some(API_SEND_BUFFER),
+        },
+        shutdown.clone(),
+    );
+    let ws_server = axum::serve(
+        ws_conns,
+        ws::router(app.clone()).into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api_server = axum::serve(
+        api_conns,
+        api::router(app.clone()).into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let servers = tokio::spawn(async move {
         let (a, b) = tokio::join!(ws_server, api_server);
         a.and(b)
     });
-    info!(ws = %cfg.ws_listen, api = %cfg.api_listen, sip = %cfg.sip_listen, "gateway ready");
+    info!(
+        ws = %cfg.ws_listen,
+        api = %cfg.api_listen,
+        sip = %cfg.sip_listen,
+        tls = cfg.tls.is_some(),
+        "gateway ready"
+    );
 
     wait_for_signal().await;
     info!("shutting down: unregistering every DN");

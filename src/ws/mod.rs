@@ -112,10 +112,10 @@ async fn upgrade(
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    // The peer address is known when the server was started with connect info.
+    // The client address, set for every connection by `listener::accept`.
     let peer_ip = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>()
+        .map(|c| c.0 .0.ip());
     if let Some(ip) = peer_ip {
         let allowed = app
             .shared

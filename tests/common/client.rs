@@ -5,16 +5,21 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// Default wait for one frame.
 pub const WAIT: Duration = Duration::from_secs(12);
 
+/// The connection under the WebSocket: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One connected browser session.
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Io>>,
     /// The server's `hello` payload.
     pub hello: Value,
     next_id: u32,
@@ -24,7 +29,29 @@ pub struct Client {
 impl Client {
     /// Connects and reads `hello`.
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let tcp = tcp_to(url).await;
+        Client::over(url, Box::new(tcp)).await
+    }
+
+    /// Connects to a `wss://` URL, trusting `roots`, and reads `hello`.
+    pub async fn connect_tls(url: &str, roots: rustls::RootCertStore) -> Client {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tcp_to(url).await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Client::over(url, Box::new(tls)).await
+    }
+
+    async fn over(url: &str, io: Box<dyn Io>) -> Client {
+        let (ws, _) = tokio_tungstenite::client_async(url, io)
             .await
             .expect("websocket connect");
         let mut c = Client {
@@ -134,4 +161,15 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A TCP connection to the host and port of a `ws://` or `wss://` URL.
+async fn tcp_to(url: &str) -> TcpStream {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let tcp = TcpStream::connect(authority)
+        .await
+        .unwrap_or_else(|e| panic!("connect {authority}: {e}"));
+    tcp.set_nodelay(true).expect("TCP_NODELAY");
+    tcp
 }
