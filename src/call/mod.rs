@@ -30,9 +30,18 @@ pub struct AgentLink {
 }
 
 /// Routes an initial INVITE to the agent whose DN is the Request-URI's user: a call for a
-/// registered agent, 480 for a DN with no live registration, 404 for a DN we do not know.
+/// registered agent, 480 for a DN with no live registration, 404 for a DN we do not know,
+/// 503 once the gateway is shutting down.
 pub fn route_invite(app: &Arc<App>, mut tx: Transaction) {
     let dn = tx.original.uri.user().unwrap_or_default().to_string();
+    if app.shutdown.is_cancelled() {
+        // Stopping: no new calls (RFC 3261 §21.5.4).
+        tracing::info!(%dn, "incoming INVITE while shutting down: 503");
+        tokio::spawn(async move {
+            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+        });
+        return;
+    }
     let link = app.agents.get(&dn).map(|l| l.value().clone());
     match link {
         Some(link) => driver::spawn_incoming(app.clone(), tx, dn, link.inbox),

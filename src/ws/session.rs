@@ -202,8 +202,9 @@ impl Session {
                     }
                 }
                 End::Shutdown => {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
+                    self.shut_down(socket, &mut reg_rx, &mut call_rx).await;
+                    info!("session ended");
+                    return;
                 }
             };
             socket = attach.socket;
@@ -336,6 +337,45 @@ impl Session {
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) {
+        self.end_calls(call_rx, None).await;
+        self.end_registration(reg_rx).await;
+    }
+
+    /// The gateway is stopping (SIGTERM/SIGINT) while the browser is connected: its calls
+    /// end with BYE and it hears each `hangup` (`by: server`) on the open socket, then its
+    /// DN is unregistered and it hears `unregistered`, then the socket closes.
+    async fn shut_down(
+        &mut self,
+        mut socket: WebSocket,
+        reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+    ) {
+        info!(
+            calls = self.calls.len(),
+            "gateway shutting down: ending the session"
+        );
+        let mut open = self.end_calls(call_rx, Some(&mut socket)).await;
+        let frames = self.end_registration(reg_rx).await;
+        if open {
+            open = send_all(&mut socket, frames).await.is_ok();
+        }
+        if open {
+            let close = CloseFrame {
+                code: 1001,
+                reason: "the gateway is shutting down".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
+        }
+    }
+
+    /// Ends every call of the session (`ServerHangup`: BYE, CANCEL or a final response as
+    /// the call's state needs) and waits, bounded, for their `hangup` frames, which go to
+    /// `socket` when there is one. Returns whether that socket is still usable.
+    async fn end_calls(
+        &mut self,
+        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        mut socket: Option<&mut WebSocket>,
+    ) -> bool {
         for call in self.calls.values() {
             call.send(CallCommand::ServerHangup);
         }
@@ -343,24 +383,45 @@ impl Session {
         while !self.calls.is_empty() {
             match tokio::time::timeout_at(deadline, call_rx.recv()).await {
                 Ok(Some(note)) => {
-                    self.on_call_note(note);
+                    let frames = self.on_call_note(note);
+                    if let Some(s) = socket.as_deref_mut() {
+                        if send_all(s, frames).await.is_err() {
+                            socket = None;
+                        }
+                    }
                 }
-                _ => break,
+                _ => {
+                    warn!(calls = self.calls.len(), "calls did not end in time");
+                    break;
+                }
             }
         }
-        let Some(reg) = self.reg.as_ref() else { return };
+        socket.is_some()
+    }
+
+    /// Unregisters the session's DN (Expires: 0), waiting for it (bounded); returns the
+    /// frames that produced for the browser.
+    async fn end_registration(
+        &mut self,
+        reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+    ) -> Vec<String> {
+        let mut frames = Vec::new();
+        let Some(reg) = self.reg.as_ref() else {
+            return frames;
+        };
         let done = reg.handle.unregister();
         if tokio::time::timeout(UNREGISTER_WAIT, done).await.is_err() {
             warn!(dn = %reg.dn, "unregister did not finish in time");
         }
         while let Ok(ev) = reg_rx.try_recv() {
-            self.on_reg_event(ev);
+            frames.append(&mut self.on_reg_event(ev));
         }
         if let Some(reg) = self.reg.take() {
             self.app
                 .agents
                 .remove_if(&reg.dn, |_, l| l.session_id == self.id);
         }
+        frames
     }
 
     /// One text frame in, frames out.
