@@ -33,6 +33,19 @@ impl Client {
         Client::over(url, Box::new(tcp)).await
     }
 
+    /// Connects from the source address `from` (any of 127/8 is loopback: a second client
+    /// address for per-address limits) and reads `hello`.
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        let target = authority(url).parse().expect("ip:port in the URL");
+        let tcp = socket.connect(target).await.expect("connect");
+        tcp.set_nodelay(true).expect("TCP_NODELAY");
+        Client::over(url, Box::new(tcp)).await
+    }
+
     /// Connects to a `wss://` URL, trusting `roots`, and reads `hello`.
     pub async fn connect_tls(url: &str, roots: rustls::RootCertStore) -> Client {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -165,11 +178,16 @@ impl Client {
 
 /// A TCP connection to the host and port of a `ws://` or `wss://` URL.
 async fn tcp_to(url: &str) -> TcpStream {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let authority = authority(url);
     let tcp = TcpStream::connect(authority)
         .await
         .unwrap_or_else(|e| panic!("connect {authority}: {e}"));
     tcp.set_nodelay(true).expect("TCP_NODELAY");
     tcp
+}
+
+/// `host:port` of a URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }
