@@ -40,6 +40,8 @@ pub struct CallTimes {
     pub call_sent: Option<Instant>,
     pub result_rx: Option<Instant>,
     pub media_up: Option<Instant>,
+    /// When our last DTLS datagram left (the flight that completes the gateway's handshake).
+    pub dtls_tx: Option<Instant>,
     pub invite_rx: Option<Instant>,
     pub ok_sent: Option<Instant>,
     pub answered_rx: Option<Instant>,
@@ -258,6 +260,8 @@ async fn far_end(
     };
     let echo_sock =
         std::net::UdpSocket::bind(echo).map_err(|e| format!("echo socket {echo}: {e}"))?;
+    // The echo takes every call's packets on one socket: give it room for bursts.
+    stats::set_rcvbuf(&echo_sock, 4 << 20);
     let rtcp_addr = SocketAddr::new(echo.ip(), echo.port() + 1);
     let rtcp_sock = std::net::UdpSocket::bind(rtcp_addr)
         .map_err(|e| format!("RTCP socket {rtcp_addr}: {e}"))?;
@@ -357,6 +361,7 @@ async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
 
         let target0 = stats::cpu_seconds(cfg.pid).ok_or("the process under test is gone")?;
         let self0 = stats::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        let busy0 = stats::machine_busy_seconds().unwrap_or(0.0);
         let t0 = Instant::now();
         far.media.send(Cmd::StartWindow);
         tokio::time::sleep(cfg.hold).await;
@@ -364,6 +369,7 @@ async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
         let wall = t0.elapsed().as_secs_f64();
         let target1 = stats::cpu_seconds(cfg.pid).ok_or("the process under test is gone")?;
         let self1 = stats::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        let busy1 = stats::machine_busy_seconds().unwrap_or(0.0);
         let rss = stats::rss_kib(cfg.pid).unwrap_or(0);
         // Packets sent at the end of the window get time to come back.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -386,6 +392,8 @@ async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
             "window_s": window,
             "cpu_share": cpu / wall,
             "loadgen_cpu_share": (self1 - self0) / wall,
+            // Everything else the machine ran meanwhile (other users' builds and tests).
+            "other_cpu_share": ((busy1 - busy0) - cpu - (self1 - self0)).max(0.0) / wall,
             "relayed_pps": relayed as f64 / window,
             "us_per_packet": if relayed > 0 { cpu * 1e6 / relayed as f64 } else { 0.0 },
             "expected": s.expected,
@@ -423,7 +431,7 @@ fn setup_stats(timeline: &Timeline, from: usize, to: usize) -> Value {
         if let (Some(a), Some(b)) = (c.call_sent, c.invite_rx) {
             call_invite.push(b.saturating_duration_since(a));
         }
-        if let (Some(a), Some(b)) = (c.media_up, c.invite_rx) {
+        if let (Some(a), Some(b)) = (c.dtls_tx, c.invite_rx) {
             media_invite.push(b.saturating_duration_since(a));
         }
         if let (Some(a), Some(b)) = (c.ok_sent, c.answered_rx) {
@@ -440,7 +448,7 @@ fn setup_stats(timeline: &Timeline, from: usize, to: usize) -> Value {
     json!({
         "call_to_result": q(&mut call_result),
         "call_to_invite": q(&mut call_invite),
-        "media_up_to_invite": q(&mut media_invite),
+        "dtls_to_invite": q(&mut media_invite),
         "ok_to_answered": q(&mut ok_answered),
     })
 }

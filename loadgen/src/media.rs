@@ -396,11 +396,23 @@ impl Loop {
         }
     }
 
+    /// Sends what DTLS has queued, and notes when our last flight left: the gateway's INVITE
+    /// follows its own handshake completing, which our last flight triggers.
     fn flush_dtls(&mut self, i: usize) {
         let p = &mut self.peers[i];
+        let mut sent = false;
         if let Some(rtc) = p.rtc.as_mut() {
             while let Some(d) = rtc.dtls.poll_transmit() {
                 let _ = p.sock.send_to(&d, p.remote);
+                sent = true;
+            }
+        }
+        if sent {
+            let now = Instant::now();
+            if let Ok(mut t) = self.timeline.lock() {
+                if let Some(c) = t.get_mut(p.id as usize) {
+                    c.dtls_tx = Some(now);
+                }
             }
         }
     }

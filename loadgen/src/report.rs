@@ -86,9 +86,9 @@ pub fn write(
         crate::media::PAYLOAD_LEN
     );
     out.push_str(
-        "| calls | relayed pkt/s | gateway CPU | gateway µs/pkt | forwarder CPU | forwarder µs/pkt | ratio | gateway loss | forwarder loss | forwarder RTT p50 / p99 (µs) | gateway RTT p50 / p99 (µs) | added p50 / p99 (µs) | loadgen CPU (gw / fwd run) |\n",
+        "| calls | relayed pkt/s | gateway CPU | gateway µs/pkt | forwarder CPU | forwarder µs/pkt | ratio | gateway loss | forwarder loss | forwarder RTT p50 / p99 (µs) | gateway RTT p50 / p99 (µs) | added p50 / p99 (µs) | loadgen CPU (gw / fwd run) | other processes' CPU (gw / fwd run) |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for g in gw {
         let n = g["calls"].as_u64().unwrap_or(0);
         let b = base.iter().find(|b| b["calls"].as_u64() == Some(n));
@@ -103,7 +103,7 @@ pub fn write(
         };
         let _ = writeln!(
             out,
-            "| {n} | {} | {}% | {} | {}% | {} | {}x | {} | {} | {} / {} | {} / {} | {} / {} | {}% / {}% |",
+            "| {n} | {} | {}% | {} | {}% | {} | {}x | {} | {} | {} / {} | {} / {} | {} / {} | {}% / {}% | {}% / {}% |",
             fmt(f(&g["relayed_pps"]), 0),
             fmt(f(&g["cpu_share"]).map(|x| x * 100.0), 1),
             fmt(f(&g["us_per_packet"]), 2),
@@ -120,6 +120,8 @@ pub fn write(
             fmt(added("rtt_p99_us"), 0),
             fmt(f(&g["loadgen_cpu_share"]).map(|x| x * 100.0), 0),
             fmt(bf("loadgen_cpu_share").map(|x| x * 100.0), 0),
+            fmt(f(&g["other_cpu_share"]).map(|x| x * 100.0), 0),
+            fmt(bf("other_cpu_share").map(|x| x * 100.0), 0),
         );
     }
     out.push_str(
@@ -127,9 +129,9 @@ pub fn write(
          RSS per call is the growth over the idle gateway divided by the calls up).\n\n",
     );
     out.push_str(
-        "| calls | failed | gateway RSS | RSS per call | `call` → result p50 / p99 | `call` → INVITE at far end p50 / p99 | DTLS up → INVITE p50 / p99 | 200 OK → `answered` p50 / p99 |\n",
+        "| calls | failed | gateway RSS | RSS per call | `call` → result p50 / p99 | `call` → INVITE at far end p50 / p99 | 200 OK → `answered` p50 / p99 |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
     for g in gw {
         let s = &g["setup"];
         let q = |k: &str| {
@@ -141,14 +143,13 @@ pub fn write(
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} MiB | {} KiB | {} | {} | {} | {} |",
+            "| {} | {} | {} MiB | {} KiB | {} | {} | {} |",
             g["calls"],
             g["failed"],
             fmt(f(&g["rss_kib"]).map(|k| k / 1024.0), 1),
             fmt(f(&g["rss_per_call_kib"]), 1),
             q("call_to_result"),
             q("call_to_invite"),
-            q("media_up_to_invite"),
             q("ok_to_answered"),
         );
     }

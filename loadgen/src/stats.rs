@@ -116,3 +116,34 @@ pub fn raise_nofile(want: u64) {
         }
     }
 }
+
+/// Busy CPU time of the whole machine (all cores, every process), in seconds.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0.0);
+    Some((total - idle) / clock_ticks())
+}
+
+/// Sets SO_RCVBUF (the kernel caps it at net.core.rmem_max).
+pub fn set_rcvbuf(sock: &std::net::UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let size = bytes as libc::c_int;
+    // SAFETY: setsockopt on a socket we own with a pointer to a local int.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
