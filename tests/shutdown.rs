@@ -101,6 +101,7 @@ async fn sigterm_during_two_calls_byes_both_far_ends_and_unregisters() {
         .wait_exit(LIMIT.saturating_sub(signalled.elapsed()))
         .unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", gw.log()));
     let took = signalled.elapsed();
+    eprintln!("gateway exited {took:?} after SIGTERM");
     assert!(status.success(), "exit status {status}:\n{}", gw.log());
     assert!(took < LIMIT, "exit took {took:?}");
 
@@ -162,4 +163,32 @@ async fn sigint_on_an_idle_gateway_unregisters_and_exits_zero() {
     assert!(status.success(), "exit status {status}:\n{}", gw.log());
     assert!(signalled.elapsed() < LIMIT);
     assert!(kam.contacts("5001").is_empty(), "{}", kam.ul_dump());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_far_end_that_never_answers_bye_still_ends_the_call_in_time() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    // Answers the call, receives our BYE (and its retransmissions), never answers it.
+    let mut far = phone(&kam, "1003", "uas_answer_mute_bye.xml", &[]);
+    let mut gw = Gateway::start(&kam.uri(), &[]);
+    let (mut c, peer, call_id) = agent_calls(&gw, "5001", "1003").await;
+
+    let signalled = Instant::now();
+    gw.sigterm();
+    let (frames, closed) = frames_until_close(&mut c, LIMIT).await;
+    assert!(closed, "socket not closed by the server: {frames:?}");
+    assert_server_hangup_then_unregistered(&frames, &call_id, "5001");
+    let status = gw
+        .wait_exit(LIMIT.saturating_sub(signalled.elapsed()))
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", gw.log()));
+    assert!(status.success(), "exit status {status}:\n{}", gw.log());
+    eprintln!("gateway exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(signalled.elapsed() < LIMIT);
+    assert!(kam.contacts("5001").is_empty(), "{}", kam.ul_dump());
+    // The far end did get the BYE: its scenario only ends after one.
+    let st = far
+        .wait(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("SIPp never got the BYE:\n{}", far.traces()));
+    assert!(st.success(), "SIPp exit {st}:\n{}", far.traces());
+    peer.close().await;
 }

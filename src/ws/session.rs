@@ -396,6 +396,25 @@ impl Session {
                 }
             }
         }
+        if let Some(s) = socket.as_deref_mut() {
+            // A far end that does not answer our BYE keeps its call's task waiting for the
+            // transaction; the browser still gets the call's one `hangup` now. The task's own
+            // later `hangup` finds no socket.
+            let frames: Vec<String> = self
+                .calls
+                .drain()
+                .map(|(call_id, _)| {
+                    protocol::frame(
+                        "hangup",
+                        None,
+                        json!({ "callId": call_id, "by": "server", "cause": "shutdown" }),
+                    )
+                })
+                .collect();
+            if send_all(s, frames).await.is_err() {
+                socket = None;
+            }
+        }
         socket.is_some()
     }
 
