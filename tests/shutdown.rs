@@ -192,3 +192,29 @@ async fn sigterm_with_a_far_end_that_never_answers_bye_still_ends_the_call_in_ti
     assert!(st.success(), "SIPp exit {st}:\n{}", far.traces());
     peer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_the_registrar_gone_still_exits_zero_within_5_s() {
+    let mut kam = Kamailio::start(KamailioOptions::default());
+    let mut gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    // The REGISTER with Expires: 0 will get no answer.
+    kam.stop();
+
+    let signalled = Instant::now();
+    gw.sigterm();
+    let (frames, closed) = frames_until_close(&mut c, LIMIT).await;
+    assert!(closed, "socket still open 5 s after SIGTERM: {frames:?}");
+    let status = gw
+        .wait_exit(LIMIT.saturating_sub(signalled.elapsed()))
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", gw.log()));
+    eprintln!("gateway exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "exit status {status}:\n{}", gw.log());
+    assert!(signalled.elapsed() < LIMIT);
+    // It did try: the unregistration was sent and is reported as unfinished, and the
+    // session gave up on it in time to close the socket itself.
+    let log = gw.log();
+    assert!(log.contains("unregister did not finish in time"), "{log}");
+    assert!(!log.contains("sessions did not finish"), "{log}");
+}

@@ -24,6 +24,9 @@ use crate::state::rfc3339;
 const UNREGISTER_WAIT: Duration = Duration::from_secs(12);
 /// How long a closing session waits for its calls to send their BYEs.
 const CALL_END_WAIT: Duration = Duration::from_secs(2);
+/// On SIGTERM a connected session ends its calls and its registration within this, then
+/// closes its socket itself: the process has 5 s in all (DESIGN.md run contract).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 struct Registration {
     dn: String,
@@ -338,7 +341,7 @@ impl Session {
         call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) {
         self.end_calls(call_rx, None).await;
-        self.end_registration(reg_rx).await;
+        self.end_registration(reg_rx, UNREGISTER_WAIT).await;
     }
 
     /// The gateway is stopping (SIGTERM/SIGINT) while the browser is connected: its calls
@@ -354,8 +357,10 @@ impl Session {
             calls = self.calls.len(),
             "gateway shutting down: ending the session"
         );
+        let started = Instant::now();
         let mut open = self.end_calls(call_rx, Some(&mut socket)).await;
-        let frames = self.end_registration(reg_rx).await;
+        let left = SHUTDOWN_WAIT.saturating_sub(started.elapsed());
+        let frames = self.end_registration(reg_rx, left).await;
         if open {
             open = send_all(&mut socket, frames).await.is_ok();
         }
@@ -418,18 +423,19 @@ impl Session {
         socket.is_some()
     }
 
-    /// Unregisters the session's DN (Expires: 0), waiting for it (bounded); returns the
+    /// Unregisters the session's DN (Expires: 0), waiting for it up to `wait`; returns the
     /// frames that produced for the browser.
     async fn end_registration(
         &mut self,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
+        wait: Duration,
     ) -> Vec<String> {
         let mut frames = Vec::new();
         let Some(reg) = self.reg.as_ref() else {
             return frames;
         };
         let done = reg.handle.unregister();
-        if tokio::time::timeout(UNREGISTER_WAIT, done).await.is_err() {
+        if tokio::time::timeout(wait, done).await.is_err() {
             warn!(dn = %reg.dn, "unregister did not finish in time");
         }
         while let Ok(ev) = reg_rx.try_recv() {
