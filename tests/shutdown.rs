@@ -218,3 +218,32 @@ async fn sigterm_with_the_registrar_gone_still_exits_zero_within_5_s() {
     assert!(log.contains("unregister did not finish in time"), "{log}");
     assert!(!log.contains("sessions did not finish"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_grace_period_still_byes_the_call_and_unregisters() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let mut far = phone(&kam, "1003", "uas_answer.xml", &[]);
+    // A grace period long enough that only the shutdown can end it.
+    let mut gw = Gateway::start(&kam.uri(), &["--grace-period", "30"]);
+    let (c, peer, _call_id) = agent_calls(&gw, "5001", "1003").await;
+    // The browser's socket drops: the session keeps its call and registration.
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(far.wait(Duration::ZERO), None, "the call ended on the drop");
+    assert!(contact_points_at(&kam, "5001", &gw), "{}", kam.ul_dump());
+
+    let signalled = Instant::now();
+    gw.sigterm();
+    let status = gw
+        .wait_exit(LIMIT)
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", gw.log()));
+    eprintln!("gateway exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "exit status {status}:\n{}", gw.log());
+    assert!(signalled.elapsed() < LIMIT);
+    let st = far
+        .wait(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("SIPp got no BYE:\n{}", far.traces()));
+    assert!(st.success(), "SIPp exit {st}:\n{}", far.traces());
+    assert!(kam.contacts("5001").is_empty(), "{}", kam.ul_dump());
+    peer.close().await;
+}

@@ -340,8 +340,15 @@ impl Session {
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
     ) {
+        let started = Instant::now();
         self.end_calls(call_rx, None).await;
-        self.end_registration(reg_rx, UNREGISTER_WAIT).await;
+        // A session in its grace period when SIGTERM came keeps to the shutdown's time too.
+        let wait = if self.app.shutdown.is_cancelled() {
+            SHUTDOWN_WAIT.saturating_sub(started.elapsed())
+        } else {
+            UNREGISTER_WAIT
+        };
+        self.end_registration(reg_rx, wait).await;
     }
 
     /// The gateway is stopping (SIGTERM/SIGINT) while the browser is connected: its calls
