@@ -204,6 +204,21 @@ async fn sigterm_with_the_registrar_gone_still_exits_zero_within_5_s() {
 
     let signalled = Instant::now();
     gw.sigterm();
+    // While it waits for the registrar, it accepts no new browser.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio_tungstenite::connect_async(gw.ws_url()),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "a WebSocket was accepted after SIGTERM"
+    );
+    assert!(
+        gw.is_running(),
+        "the late connect should have met a stopping gateway"
+    );
     let (frames, closed) = frames_until_close(&mut c, LIMIT).await;
     assert!(closed, "socket still open 5 s after SIGTERM: {frames:?}");
     let status = gw
