@@ -42,7 +42,8 @@ impl Client {
             .unwrap_or_else(|e| panic!("bind {from}: {e}"));
         let target = authority(url).parse().expect("ip:port in the URL");
         let tcp = socket.connect(target).await.expect("connect");
-        tcp.set_nodelay(true).expect("TCP_NODELAY");
+        // A socket the server already reset refuses options; the handshake will say why.
+        let _ = tcp.set_nodelay(true);
         Client::over(url, Box::new(tcp)).await
     }
 
@@ -182,7 +183,8 @@ async fn tcp_to(url: &str) -> TcpStream {
     let tcp = TcpStream::connect(authority)
         .await
         .unwrap_or_else(|e| panic!("connect {authority}: {e}"));
-    tcp.set_nodelay(true).expect("TCP_NODELAY");
+    // A socket the server already reset refuses options; the handshake will say why.
+    let _ = tcp.set_nodelay(true);
     tcp
 }
 
