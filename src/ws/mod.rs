@@ -19,6 +19,8 @@ use crate::app::App;
 /// Frames above this size close the connection in the WebSocket layer itself; up to it,
 /// oversized frames get a `too_large` error and the session goes on.
 const HARD_LIMIT: usize = 4 * 1024 * 1024;
+/// Initial WebSocket read buffer per session (see `upgrade`).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// The router served on `--ws-listen`: the WebSocket at `/`, and the demo agent phone and
 /// the client library beside it (same origin as the socket).
@@ -133,5 +135,9 @@ async fn upgrade(
     let tasks = app.tasks.clone();
     ws.max_message_size(HARD_LIMIT)
         .max_frame_size(HARD_LIMIT)
+        // tungstenite's default 128 KiB read buffer is zero-filled on the first read, so it
+        // is resident for every session; our frames are a few hundred bytes (an SDP a few
+        // KiB), and the buffer grows for a larger one.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| tasks.track_future(session::run(socket, app, peer_ip)))
 }
