@@ -387,6 +387,7 @@ async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
         let step = json!({
             "calls": n,
             "ready": far.media.ready.load(std::sync::atomic::Ordering::Relaxed),
+            "without_media": n.saturating_sub(far.media.ready.load(std::sync::atomic::Ordering::Relaxed)),
             "failed": s.failed + setup_errors,
             "setup_wall_s": setup_wall.as_secs_f64(),
             "window_s": window,

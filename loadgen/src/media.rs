@@ -178,6 +178,7 @@ struct Loop {
     buf: Vec<u8>,
     plain: Vec<u8>,
     out: Vec<u8>,
+    echo_batch: MmsgBatch,
 }
 
 /// Starts the media thread. `echo` is the far end's RTP socket (it echoes every packet to its
@@ -218,10 +219,14 @@ pub fn spawn(
         buf: vec![0; 2048],
         plain: Vec::with_capacity(2048),
         out: Vec::with_capacity(2048),
+        echo_batch: MmsgBatch::new(),
     };
     let handle = std::thread::Builder::new()
         .name("loadgen-media".into())
-        .spawn(move || lp.run(poll, rx))?;
+        .spawn(move || {
+            below_caller_priority();
+            lp.run(poll, rx)
+        })?;
     Ok((
         MediaHandle {
             tx,
@@ -459,17 +464,23 @@ impl Loop {
         let _ = p.sock.send_to(wire, p.remote);
     }
 
+    /// The far end's echo: every call's packets arrive on this one socket, so it reads and
+    /// answers in batches (`recvmmsg`/`sendmmsg`, up to 64 datagrams per system call).
     fn drain_echo(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.echo.as_raw_fd();
         loop {
-            match self.echo.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
+            match self.echo_batch.recv(fd) {
+                Ok(0) => return,
+                Ok(n) => {
                     if self.window_open {
-                        self.stats.far_rx += 1;
+                        self.stats.far_rx += n as u64;
                     }
-                    let _ = self.echo.send_to(&self.buf[..n], from);
+                    self.echo_batch.echo(fd, n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
             }
         }
     }
@@ -693,4 +704,123 @@ fn binding_request(rtc: &mut Rtc) -> Result<Vec<u8>, String> {
 /// Shared record of when each call reached each milestone.
 pub fn new_timeline(n: usize) -> Timeline {
     Arc::new(Mutex::new(vec![crate::CallTimes::default(); n]))
+}
+
+const MMSG: usize = 64;
+const MMSG_SLOT: usize = 2048;
+
+/// Buffers for `recvmmsg`/`sendmmsg` on one socket, reused for every batch.
+struct MmsgBatch {
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in the headers only ever point into the batch's own heap buffers
+// (moved along with it) and are rewritten by `prepare` before every use.
+unsafe impl Send for MmsgBatch {}
+
+impl MmsgBatch {
+    fn new() -> Self {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let (addr, iov, hdr) = unsafe {
+            (
+                std::mem::zeroed::<libc::sockaddr_storage>(),
+                std::mem::zeroed::<libc::iovec>(),
+                std::mem::zeroed::<libc::mmsghdr>(),
+            )
+        };
+        Self {
+            data: vec![0; MMSG * MMSG_SLOT],
+            addrs: vec![addr; MMSG],
+            iov: vec![iov; MMSG],
+            hdrs: vec![hdr; MMSG],
+        }
+    }
+
+    /// Points every header at its buffer and address (the vectors never reallocate, but the
+    /// pointers are refreshed each time anyway).
+    fn prepare(&mut self) {
+        let base = self.data.as_mut_ptr();
+        for i in 0..MMSG {
+            self.iov[i] = libc::iovec {
+                // SAFETY: i * MMSG_SLOT is within `data` (MMSG * MMSG_SLOT bytes).
+                iov_base: unsafe { base.add(i * MMSG_SLOT) }.cast(),
+                iov_len: MMSG_SLOT,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &mut self.iov[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+
+    /// Receives up to 64 datagrams without blocking; their lengths and sources stay in the
+    /// headers for [`Self::echo`].
+    fn recv(&mut self, fd: i32) -> std::io::Result<usize> {
+        self.prepare();
+        // SAFETY: the headers point at live buffers owned by `self` for the whole call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                MMSG as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends the `n` datagrams just received back to where each came from.
+    fn echo(&mut self, fd: i32, n: usize) {
+        for i in 0..n {
+            self.iov[i].iov_len = self.hdrs[i].msg_len as usize;
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: as in `recv`; the names and lengths are those recvmmsg filled in.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..].as_mut_ptr(),
+                    (n - done) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if sent <= 0 {
+                // Full send buffer or an error: the rest is lost, as a real far end's would be.
+                return;
+            }
+            done += sent as usize;
+        }
+    }
+}
+
+/// Under a real-time policy (`scripts/bench` runs the load generator with `chrt -f`), the media
+/// thread takes one priority step below the signaling thread: a saturated media loop would
+/// otherwise never yield (SCHED_FIFO does not time-slice) and the signaling thread's timers,
+/// which open and close the measurement windows, would fire late.
+fn below_caller_priority() {
+    // SAFETY: plain system calls on the calling thread with a local struct.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy != libc::SCHED_FIFO && policy != libc::SCHED_RR {
+            return;
+        }
+        let mut param: libc::sched_param = std::mem::zeroed();
+        if libc::sched_getparam(0, &mut param) == 0 && param.sched_priority > 1 {
+            param.sched_priority -= 1;
+            libc::sched_setscheduler(0, policy, &param);
+        }
+    }
 }

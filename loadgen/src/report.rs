@@ -25,6 +25,16 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     }
 }
 
+/// A CPU share in percent, flagged when the core is (nearly) saturated: SCHED_FIFO tasks get at
+/// most 95% of a core under the kernel's RT throttling.
+fn cpu(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x >= 0.9 => format!("**{:.0}%** (sat.)", x * 100.0),
+        Some(x) => format!("{:.0}%", x * 100.0),
+        None => "–".to_owned(),
+    }
+}
+
 fn pct(v: Option<f64>) -> String {
     match v {
         Some(x) => format!("{:.3}%", x * 100.0),
@@ -76,6 +86,10 @@ pub fn write(
     let mut out = String::new();
     let stamp = std::env::var("BENCH_STAMP").unwrap_or_default();
     let _ = writeln!(out, "Run: {stamp}. Machine: {}.\n", machine());
+    let idle_per_session = match idle {
+        Some(p) => f(&read(p)?["rss_per_session_kib"]),
+        None => None,
+    };
     let _ = writeln!(
         out,
         "**Media.** Both runs carry the same traffic: per call one 20 ms packet each way (50 pps per direction, \
@@ -103,11 +117,11 @@ pub fn write(
         };
         let _ = writeln!(
             out,
-            "| {n} | {} | {}% | {} | {}% | {} | {}x | {} | {} | {} / {} | {} / {} | {} / {} | {}% / {}% | {}% / {}% |",
+            "| {n} | {} | {} | {} | {} | {} | {}x | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {}% / {}% |",
             fmt(f(&g["relayed_pps"]), 0),
-            fmt(f(&g["cpu_share"]).map(|x| x * 100.0), 1),
+            cpu(f(&g["cpu_share"])),
             fmt(f(&g["us_per_packet"]), 2),
-            fmt(bf("cpu_share").map(|x| x * 100.0), 1),
+            cpu(bf("cpu_share")),
             fmt(bf("us_per_packet"), 2),
             fmt(ratio, 2),
             pct(f(&g["loss"])),
@@ -118,8 +132,8 @@ pub fn write(
             fmt(f(&g["rtt_p99_us"]), 0),
             fmt(added("rtt_p50_us"), 0),
             fmt(added("rtt_p99_us"), 0),
-            fmt(f(&g["loadgen_cpu_share"]).map(|x| x * 100.0), 0),
-            fmt(bf("loadgen_cpu_share").map(|x| x * 100.0), 0),
+            cpu(f(&g["loadgen_cpu_share"])),
+            cpu(bf("loadgen_cpu_share")),
             fmt(f(&g["other_cpu_share"]).map(|x| x * 100.0), 0),
             fmt(bf("other_cpu_share").map(|x| x * 100.0), 0),
         );
@@ -129,9 +143,9 @@ pub fn write(
          RSS per call is the growth over the idle gateway divided by the calls up).\n\n",
     );
     out.push_str(
-        "| calls | failed | gateway RSS | RSS per call | `call` → result p50 / p99 | `call` → INVITE at far end p50 / p99 | 200 OK → `answered` p50 / p99 |\n",
+        "| calls | calls without media | gateway RSS | RSS per call (with its WS session) | RSS per call less an idle session | `call` → result p50 / p99 | `call` → INVITE at far end p50 / p99 | 200 OK → `answered` p50 / p99 |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for g in gw {
         let s = &g["setup"];
         let q = |k: &str| {
@@ -143,11 +157,17 @@ pub fn write(
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} MiB | {} KiB | {} | {} | {} |",
+            "| {} | {} | {} MiB | {} KiB | {} KiB | {} | {} | {} |",
             g["calls"],
-            g["failed"],
+            g["without_media"],
             fmt(f(&g["rss_kib"]).map(|k| k / 1024.0), 1),
             fmt(f(&g["rss_per_call_kib"]), 1),
+            fmt(
+                f(&g["rss_per_call_kib"])
+                    .zip(idle_per_session)
+                    .map(|(c, s)| c - s),
+                1
+            ),
             q("call_to_result"),
             q("call_to_invite"),
             q("ok_to_answered"),
