@@ -200,12 +200,7 @@ async fn async_main(cmd: Command) -> Result<(), String> {
                 forwarder,
                 setup_concurrency,
             };
-            let results = ramp(cfg).await?;
-            std::fs::write(
-                &out,
-                serde_json::to_string_pretty(&results).unwrap_or_default(),
-            )
-            .map_err(|e| format!("{}: {e}", out.display()))
+            ramp(cfg, &out).await.map(|_| ())
         }
         Command::Idle {
             sessions,
@@ -280,7 +275,9 @@ async fn far_end(
     })
 }
 
-async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
+/// Runs the steps; the results so far are written to `out` after every step, so a run cut short
+/// by its time limit still leaves the steps it finished.
+async fn ramp(cfg: RampCfg, out: &std::path::Path) -> Result<Vec<Value>, String> {
     let max = cfg.steps.iter().copied().max().unwrap_or(0);
     let webrtc = cfg.mode == Mode::Gateway;
     let far = far_end(webrtc.then_some(cfg.sip), cfg.echo, max, webrtc).await?;
@@ -411,6 +408,11 @@ async fn ramp(cfg: RampCfg) -> Result<Vec<Value>, String> {
         });
         eprintln!("step: {step}");
         results.push(step);
+        std::fs::write(
+            out,
+            serde_json::to_string_pretty(&results).unwrap_or_default(),
+        )
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     }
     far.media.send(Cmd::Stop);
     Ok(results)
