@@ -49,6 +49,9 @@ pub struct CallTimes {
 
 pub type Timeline = Arc<Mutex<Vec<CallTimes>>>;
 
+/// Whether the browsers offer `a=setup:active` (DTLS client) instead of `actpass`.
+static OFFER_ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[derive(Parser)]
 #[command(about = "Load generator for the gateway benchmark")]
 struct Cli {
@@ -98,6 +101,10 @@ enum Command {
         /// Calls being set up at once.
         #[arg(long, default_value_t = 16)]
         setup_concurrency: usize,
+        /// The browsers' offer `a=setup`: `actpass` as browsers send (the gateway then takes
+        /// `active` and is the DTLS client), or `active` (the browser is the DTLS client).
+        #[arg(long, default_value = "actpass", value_parser = ["actpass", "active"])]
+        dtls_setup: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -186,8 +193,10 @@ async fn async_main(cmd: Command) -> Result<(), String> {
             echo,
             forwarder,
             setup_concurrency,
+            dtls_setup,
             out,
         } => {
+            OFFER_ACTIVE.store(dtls_setup == "active", std::sync::atomic::Ordering::Relaxed);
             let cfg = RampCfg {
                 mode,
                 steps,
@@ -609,11 +618,20 @@ fn set_time(timeline: &Timeline, i: u32, field: impl Fn(&mut CallTimes) -> &mut 
 }
 
 /// The media crate writes offers as the gateway sends them (ICE-lite); a browser is a full
-/// agent, so `a=ice-lite` goes.
+/// agent, so `a=ice-lite` goes. With `--dtls-setup active`, `a=setup:actpass` becomes `active`.
 fn browser_offer(sdp: &str) -> Result<String, String> {
     let mut desc = rtc_sdp::SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| e.to_string())?;
     desc.attributes.retain(|a| a.key != "ice-lite");
+    if OFFER_ACTIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        for m in &mut desc.media_descriptions {
+            for a in &mut m.attributes {
+                if a.key == "setup" {
+                    a.value = Some("active".to_owned());
+                }
+            }
+        }
+    }
     Ok(desc.marshal())
 }
 
