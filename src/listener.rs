@@ -5,13 +5,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -20,6 +21,9 @@ use tracing::{debug, warn};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections accepted but not yet taken by the HTTP server.
 const BACKLOG: usize = 256;
+/// TLS handshakes in progress at once; connections beyond it are closed at once, so a flood
+/// of connects cannot queue unbounded handshake work (rate limits apply only after it).
+const MAX_HANDSHAKES: usize = 1024;
 
 /// What is set on each accepted connection.
 #[derive(Clone, Default)]
@@ -72,6 +76,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(Box<dyn Conn>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -95,8 +100,13 @@ async fn accept_loop(
                 }
             }
             Some(tls) => {
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                    continue;
+                };
                 let (tls, ready) = (tls.clone(), ready.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let _ = ready.send((Box::new(stream), peer)).await;
