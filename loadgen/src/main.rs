@@ -140,6 +140,9 @@ enum Command {
         gateway: PathBuf,
         #[arg(long)]
         idle: Option<PathBuf>,
+        /// A one-step ramp run with `--setup-concurrency 1`: set-up times of calls alone.
+        #[arg(long)]
+        alone: Option<PathBuf>,
         /// Criterion/allocation output of `cargo bench -p media --bench relay` to quote.
         #[arg(long)]
         micro: Option<PathBuf>,
@@ -159,12 +162,14 @@ fn main() {
             baseline,
             gateway,
             idle,
+            alone,
             micro,
             write,
         } => report::write(
             &baseline,
             &gateway,
             idle.as_deref(),
+            alone.as_deref(),
             micro.as_deref(),
             &write,
         ),

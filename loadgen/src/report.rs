@@ -75,6 +75,7 @@ pub fn write(
     baseline: &Path,
     gateway: &Path,
     idle: Option<&Path>,
+    alone: Option<&Path>,
     micro: Option<&Path>,
     target: &Path,
 ) -> Result<(), String> {
@@ -168,6 +169,32 @@ pub fn write(
                     .map(|(c, s)| c - s),
                 1
             ),
+            q("call_to_result"),
+            q("call_to_invite"),
+            q("ok_to_answered"),
+        );
+    }
+    if let Some(alone) = alone {
+        // A ramp of one step with one set-up at a time: what the gateway adds to a call's
+        // set-up when it is not queued behind others on the same core.
+        let v = read(alone)?;
+        let step = v
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        let q = |k: &str| {
+            format!(
+                "{} / {}",
+                fmt(f(&step["setup"][k]["p50_ms"]), 2),
+                fmt(f(&step["setup"][k]["p99_ms"]), 2)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "\n**Set-up alone.** {} calls set up one at a time on a fresh gateway (p50 / p99, ms): \
+             `call` → result {}, `call` → INVITE at far end {}, 200 OK → `answered` {}.",
+            step["calls"],
             q("call_to_result"),
             q("call_to_invite"),
             q("ok_to_answered"),
