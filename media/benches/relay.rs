@@ -6,57 +6,19 @@
 //!
 //! Run: `cargo bench -p media --bench relay`
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
 use media::relay::{header, PtMap, StreamRewriter};
-use media::srtp::{SrtpKeys, SrtpProfile, SrtpSession};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn keys(profile: SrtpProfile, swap: bool) -> SrtpKeys {
-    let a = (vec![1u8; profile.key_len()], vec![2u8; profile.salt_len()]);
-    let b = (vec![3u8; profile.key_len()], vec![4u8; profile.salt_len()]);
-    let (local, remote) = if swap { (b, a) } else { (a, b) };
-    SrtpKeys {
-        profile,
-        local_key: local.0,
-        local_salt: local.1,
-        remote_key: remote.0,
-        remote_salt: remote.1,
-    }
-}
+use media::srtp::{SrtpProfile, SrtpSession};
 
 /// A 20 ms PCMU packet as a plain RTP/AVP far end sends it.
 fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    header::set_seq(&mut p, seq);
-    header::set_ts(&mut p, u32::from(seq) * 160);
-    header::set_ssrc(&mut p, 0x0bad_cafe);
-    p.extend(std::iter::repeat_n(0xd5, 160));
-    p
+    common::rtp(0, seq, u32::from(seq) * 160, 0x0bad_cafe, &[0xd5; 160])
 }
 
 struct Legs {
@@ -76,8 +38,8 @@ impl Legs {
         let mut map = PtMap::new();
         map.insert(0, 0).expect("room");
         Legs {
-            browser: SrtpSession::new(&keys(profile, false)).expect("keys"),
-            gateway: SrtpSession::new(&keys(profile, true)).expect("keys"),
+            browser: SrtpSession::new(&common::keys(profile, false)).expect("keys"),
+            gateway: SrtpSession::new(&common::keys(profile, true)).expect("keys"),
             to_sip: StreamRewriter::new(1, 8000),
             to_browser: StreamRewriter::new(2, 8000),
             map,
@@ -95,30 +57,30 @@ impl Legs {
         self.browser
             .protect_rtp(&p, &mut self.wire)
             .expect("protect");
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = common::allocations();
         self.gateway
             .unprotect_rtp(&self.wire, &mut self.plain)
             .expect("unprotect");
-        let mid = ALLOCS.load(Ordering::Relaxed);
+        let mid = common::allocations();
         self.to_sip
             .rewrite(&mut self.plain, &self.map, now)
             .expect("rewrite");
-        let after = ALLOCS.load(Ordering::Relaxed);
+        let after = common::allocations();
         SRTP_ALLOCS.fetch_add(mid - before, Ordering::Relaxed);
         OUR_ALLOCS.fetch_add(after - mid, Ordering::Relaxed);
     }
 
     /// SIP -> browser: what arrives is plain RTP; rewrite, protect.
     fn sip_to_browser(&mut self, packet: &mut [u8], now: Instant) {
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = common::allocations();
         self.to_browser
             .rewrite(packet, &self.map, now)
             .expect("rewrite");
-        let mid = ALLOCS.load(Ordering::Relaxed);
+        let mid = common::allocations();
         self.gateway
             .protect_rtp(packet, &mut self.out)
             .expect("protect");
-        let after = ALLOCS.load(Ordering::Relaxed);
+        let after = common::allocations();
         OUR_ALLOCS.fetch_add(mid - before, Ordering::Relaxed);
         SRTP_ALLOCS.fetch_add(after - mid, Ordering::Relaxed);
     }
@@ -196,7 +158,8 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     if i == wire.len() {
                         // Replay protection: start a fresh context over the same packets.
-                        legs.gateway = SrtpSession::new(&keys(profile, true)).expect("keys");
+                        legs.gateway =
+                            SrtpSession::new(&common::keys(profile, true)).expect("keys");
                         i = 0;
                     }
                     legs.gateway

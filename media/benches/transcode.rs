@@ -14,7 +14,8 @@
 //!
 //! Run: `cargo bench -p media --bench transcode`
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::f64::consts::PI;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,29 +24,8 @@ use std::time::{Duration, Instant};
 use audiopus::coder::Encoder;
 use audiopus::{Application, Channels, SampleRate};
 use media::relay::{header, PtMap, StreamRewriter};
-use media::srtp::{SrtpKeys, SrtpProfile, SrtpSession};
+use media::srtp::{SrtpProfile, SrtpSession};
 use media::transcode::{TranscodePlan, Transcoder, G711};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Allocations made inside the SRTP library (one per packet, `benches/relay.rs`), kept apart
 /// from ours.
@@ -53,9 +33,9 @@ static SRTP_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f`, counting its allocations as the SRTP library's.
 fn srtp<T>(f: impl FnOnce() -> T) -> T {
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = common::allocations();
     let r = f();
-    SRTP_ALLOCS.fetch_add(ALLOCS.load(Ordering::Relaxed) - before, Ordering::Relaxed);
+    SRTP_ALLOCS.fetch_add(common::allocations() - before, Ordering::Relaxed);
     r
 }
 
@@ -97,29 +77,6 @@ fn speech(rate: u32, samples: usize) -> Vec<i16> {
         .collect()
 }
 
-fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    header::set_seq(&mut p, seq);
-    header::set_ts(&mut p, ts);
-    header::set_ssrc(&mut p, ssrc);
-    p.extend_from_slice(payload);
-    p
-}
-
-fn keys(swap: bool) -> SrtpKeys {
-    let profile = SrtpProfile::AeadAes128Gcm;
-    let a = (vec![1u8; profile.key_len()], vec![2u8; profile.salt_len()]);
-    let b = (vec![3u8; profile.key_len()], vec![4u8; profile.salt_len()]);
-    let (local, remote) = if swap { (b, a) } else { (a, b) };
-    SrtpKeys {
-        profile,
-        local_key: local.0,
-        local_salt: local.1,
-        remote_key: remote.0,
-        remote_salt: remote.1,
-    }
-}
-
 /// One call's input: what the browser sends (SRTP, Opus or PCMU) and the far end (µ-law).
 struct Input {
     /// Browser packets, SRTP-protected.
@@ -129,7 +86,8 @@ struct Input {
 }
 
 fn input(opus: bool) -> Input {
-    let mut browser_srtp = SrtpSession::new(&keys(false)).expect("keys");
+    let mut browser_srtp =
+        SrtpSession::new(&common::keys(SrtpProfile::AeadAes128Gcm, false)).expect("keys");
     let mut browser = Vec::with_capacity(PACKETS);
     let voice48 = speech(48000, PACKETS * 960);
     let voice8 = speech(8000, PACKETS * 160);
@@ -142,13 +100,13 @@ fn input(opus: bool) -> Input {
             let n = enc
                 .encode(&voice48[i * 960..(i + 1) * 960], &mut out)
                 .expect("encode");
-            rtp(OPUS_PT, seq, (i * 960) as u32, 0xb, &out[..n])
+            common::rtp(OPUS_PT, seq, (i * 960) as u32, 0xb, &out[..n])
         } else {
             let ulaw: Vec<u8> = voice8[i * 160..(i + 1) * 160]
                 .iter()
                 .map(|&s| G711::Ulaw.encode(s))
                 .collect();
-            rtp(0, seq, (i * 160) as u32, 0xb, &ulaw)
+            common::rtp(0, seq, (i * 160) as u32, 0xb, &ulaw)
         };
         let mut wire = Vec::new();
         browser_srtp
@@ -162,7 +120,7 @@ fn input(opus: bool) -> Input {
                 .iter()
                 .map(|&s| G711::Ulaw.encode(s))
                 .collect();
-            rtp(0, i as u16, (i * 160) as u32, 0xf, &ulaw)
+            common::rtp(0, i as u16, (i * 160) as u32, 0xf, &ulaw)
         })
         .collect();
     Input { browser, far }
@@ -199,7 +157,7 @@ impl Gateway {
             .expect("codecs")
         });
         Gateway {
-            srtp: SrtpSession::new(&keys(true)).expect("keys"),
+            srtp: SrtpSession::new(&common::keys(SrtpProfile::AeadAes128Gcm, true)).expect("keys"),
             to_sip: StreamRewriter::new(1, 8000),
             to_browser: StreamRewriter::new(2, if transcode { 48000 } else { 8000 }),
             map_to_sip,
@@ -263,7 +221,7 @@ fn measure(transcode: bool, calls: usize) -> (f64, f64) {
     // A fresh call each time (new SRTP contexts for replay protection, new codec state),
     // all set up first: one timed window, as the kernel's CPU clock moves in ticks.
     let mut gateways: Vec<Gateway> = (0..calls).map(|_| Gateway::new(transcode)).collect();
-    let ours = || ALLOCS.load(Ordering::Relaxed) - SRTP_ALLOCS.load(Ordering::Relaxed);
+    let ours = || common::allocations() - SRTP_ALLOCS.load(Ordering::Relaxed);
     let t0 = cpu_now();
     let a0 = ours();
     for gw in &mut gateways {
@@ -280,7 +238,8 @@ fn measure(transcode: bool, calls: usize) -> (f64, f64) {
 fn codec_steps(calls: usize) -> (f64, f64) {
     let opus = input(true);
     let far = input(false).far;
-    let mut gw_srtp = SrtpSession::new(&keys(true)).expect("keys");
+    let mut gw_srtp =
+        SrtpSession::new(&common::keys(SrtpProfile::AeadAes128Gcm, true)).expect("keys");
     let browser: Vec<Vec<u8>> = opus
         .browser
         .iter()
