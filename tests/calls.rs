@@ -9,7 +9,7 @@ use common::client::{Client, WAIT};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
 use common::peer::Peer;
-use common::scenes::{answered_call, g711_peer, phone_1003, tone_ulaw};
+use common::scenes::{answered_call, g711_peer, phone_1003, start_call, tone_ulaw};
 use common::sipp::{self, Sipp};
 use serde_json::json;
 
@@ -208,9 +208,7 @@ async fn silent_far_end_ends_the_call_with_bye_after_the_rtp_timeout() {
     c.register("5001", "pass5001").await;
     let peer = Peer::new(g711_peer()).await;
     let offer = peer.create_offer().await;
-    let r = c.request("call", json!({"to": "1003", "sdp": offer})).await;
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
+    start_call(&mut c, &peer, "1003", &offer).await;
     c.event("answered", WAIT).await;
     assert!(peer.wait_connected(Duration::from_secs(10)).await);
     // One second of media, echoed; then everything goes quiet.
@@ -512,15 +510,8 @@ async fn early_media_flows_before_answer() {
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
     let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer.create_offer().await}),
-        )
-        .await;
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
+    let offer = peer.create_offer().await;
+    let call_id = start_call(&mut c, &peer, "1003", &offer).await;
     let ringing = c.event("ringing", WAIT).await;
     assert_eq!(ringing["payload"]["sipStatus"], 183);
     let early = c.event("earlyMedia", WAIT).await;
@@ -558,13 +549,8 @@ async fn one_agent_holds_two_calls_at_once() {
     let mut calls = Vec::new();
     for to in ["1003", "1004"] {
         let peer = Peer::new(g711_peer()).await;
-        let r = c
-            .request("call", json!({"to": to, "sdp": peer.create_offer().await}))
-            .await;
-        assert_eq!(r["type"], "result", "{r}");
-        peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-            .await;
-        let id = r["payload"]["callId"].as_str().expect("callId").to_string();
+        let offer = peer.create_offer().await;
+        let id = start_call(&mut c, &peer, to, &offer).await;
         calls.push((id, peer));
     }
     let mut answered = std::collections::BTreeSet::new();

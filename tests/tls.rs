@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::client::{Client, WAIT};
+use common::client::{tls_to, Client, WAIT};
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use serde_json::Value;
@@ -45,21 +45,18 @@ impl Cert {
         self.dir.join("key.pem").display().to_string()
     }
 
-    fn roots(&self) -> rustls::RootCertStore {
+    /// A TLS client that trusts this certificate alone.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.der.clone())
             .expect("trust the test certificate");
-        roots
-    }
-
-    fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .expect("TLS versions")
-                .with_root_certificates(self.roots())
+                .with_root_certificates(roots)
                 .with_no_client_auth(),
         )
     }
@@ -73,14 +70,8 @@ impl Drop for Cert {
 
 /// One HTTP/1.1 GET over TLS; returns the status code and the body.
 async fn https_get(port: u16, path: &str, cert: &Cert) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(cert.client_config())
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake");
+    let url = format!("https://127.0.0.1:{port}/");
+    let mut tls = tls_to(&url, cert.client_config()).await;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes()).await.expect("request");
     let mut answer = Vec::new();
@@ -111,7 +102,7 @@ async fn wss_registers_and_https_answers_with_a_self_signed_certificate() {
     );
 
     let url = format!("wss://127.0.0.1:{}/", gw.ws_port);
-    let mut agent = Client::connect_tls(&url, cert.roots()).await;
+    let mut agent = Client::connect_tls(&url, cert.client_config()).await;
     agent.register("5001", "pass5001").await;
     assert!(
         kam.wait_for_contacts("5001", true, Duration::from_secs(5)),

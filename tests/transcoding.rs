@@ -17,6 +17,7 @@ use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
 use common::peer::ToneGenerator;
 use common::peer::{decode_g711, dominant_frequency, encode_g711, Peer, PeerOptions};
+use common::scenes::start_call;
 use common::sipp::{self, Sipp};
 use media::relay::header;
 use serde_json::json;
@@ -259,11 +260,7 @@ async fn opus_only_browser_calls_a_pcmu_only_phone() {
         offer.contains("opus/48000/2") && !offer.contains("PCMU"),
         "{offer}"
     );
-    let r = c.request("call", json!({"to": "1003", "sdp": offer})).await;
-    assert_eq!(r["type"], "result", "{r}");
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
+    let call_id = start_call(&mut c, &peer, "1003", &offer).await;
     c.event("answered", WAIT).await;
     assert!(
         peer.wait_connected(Duration::from_secs(10)).await,

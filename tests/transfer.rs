@@ -11,7 +11,7 @@ use common::client::{Client, WAIT};
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer};
-use common::scenes::{answer_incoming, g711_peer, phone_1003, tone_phone};
+use common::scenes::{answer_incoming, g711_peer, phone_1003, start_call, tone_phone};
 use serde_json::{json, Value};
 
 /// `transferState` events for `call_id` until a final one (`succeeded` / `failed`).
@@ -64,17 +64,8 @@ async fn agent_transfers_the_far_end_to_5002_after_a_failed_attempt() {
     let mut a = Client::connect(&gw.ws_url()).await;
     a.register("5001", "pass5001").await;
     let peer_a = Peer::new(g711_peer()).await;
-    let r = a
-        .request(
-            "call",
-            json!({"to": "1003", "sdp": peer_a.create_offer().await}),
-        )
-        .await;
-    assert_eq!(r["type"], "result", "{r}");
-    let call_a = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer_a
-        .set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
+    let offer = peer_a.create_offer().await;
+    let call_a = start_call(&mut a, &peer_a, "1003", &offer).await;
     let (peer_b, call_b) = answer_incoming(&gw, &mut b).await;
     a.event("answered", WAIT).await;
     assert!(peer_a.wait_connected(Duration::from_secs(10)).await);

@@ -47,20 +47,9 @@ impl Client {
         Client::over(url, Box::new(tcp)).await
     }
 
-    /// Connects to a `wss://` URL, trusting `roots`, and reads `hello`.
-    pub async fn connect_tls(url: &str, roots: rustls::RootCertStore) -> Client {
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = tcp_to(url).await;
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake");
+    /// Connects to a `wss://` URL with the TLS client `config` and reads `hello`.
+    pub async fn connect_tls(url: &str, config: std::sync::Arc<rustls::ClientConfig>) -> Client {
+        let tls = tls_to(url, config).await;
         Client::over(url, Box::new(tls)).await
     }
 
@@ -186,6 +175,20 @@ async fn tcp_to(url: &str) -> TcpStream {
     // A socket the server already reset refuses options; the handshake will say why.
     let _ = tcp.set_nodelay(true);
     tcp
+}
+
+/// A TLS connection, for the name `localhost`, to the host and port of a `wss://` or
+/// `https://` URL.
+pub async fn tls_to(
+    url: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = tcp_to(url).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 /// `host:port` of a URL.

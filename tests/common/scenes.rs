@@ -75,13 +75,8 @@ pub async fn agent_calls_via(
     let mut c = Client::connect(url).await;
     c.register(dn, &format!("pass{dn}")).await;
     let peer = Peer::new(g711_peer()).await;
-    let r = c
-        .request("call", json!({"to": to, "sdp": peer.create_offer().await}))
-        .await;
-    assert_eq!(r["type"], "result", "{r}");
-    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
-    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
-        .await;
+    let offer = peer.create_offer().await;
+    let call_id = start_call(&mut c, &peer, to, &offer).await;
     c.event("answered", WAIT).await;
     assert!(
         peer.wait_connected(Duration::from_secs(10)).await,
@@ -89,6 +84,17 @@ pub async fn agent_calls_via(
         gw.log()
     );
     (c, peer, call_id)
+}
+
+/// Sends `call` to `to` with the browser's `offer` and hands the gateway's answer to `peer`:
+/// the call id.
+pub async fn start_call(c: &mut Client, peer: &Peer, to: &str, offer: &str) -> String {
+    let r = c.request("call", json!({"to": to, "sdp": offer})).await;
+    assert_eq!(r["type"], "result", "{r}");
+    let call_id = r["payload"]["callId"].as_str().expect("callId").to_string();
+    peer.set_remote_answer(r["payload"]["sdp"].as_str().expect("sdp"))
+        .await;
+    call_id
 }
 
 /// Answers the next `incomingCall` on `c` with a new peer; returns the peer and the call id
