@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ::media::dtls::{role_from_answer, DtlsCertificate};
 use ::media::sdp::{build_webrtc_offer, parse_webrtc, Codec, Direction, WebRtcOfferParams};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -65,6 +65,20 @@ enum Mode {
     Baseline,
 }
 
+/// What a ramp or the idle step runs against.
+#[derive(Args)]
+struct Target {
+    /// The process under test (gateway or forwarder): CPU and RSS from /proc.
+    #[arg(long)]
+    pid: u32,
+    /// The gateway's WebSocket.
+    #[arg(long, default_value = "ws://127.0.0.1:18081/")]
+    ws: String,
+    /// The far end's SIP address (the gateway's registrar and proxy).
+    #[arg(long, default_value = "127.0.0.1:15060")]
+    sip: SocketAddr,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Ramp the number of calls and measure each step; results as JSON.
@@ -84,14 +98,8 @@ enum Command {
         /// Seconds between the last call of a step coming up and its measurement.
         #[arg(long, default_value_t = 2)]
         settle: u64,
-        /// The process under test (gateway or forwarder): CPU and RSS from /proc.
-        #[arg(long)]
-        pid: u32,
-        #[arg(long, default_value = "ws://127.0.0.1:18081/")]
-        ws: String,
-        /// The far end's SIP address (the gateway's registrar and proxy).
-        #[arg(long, default_value = "127.0.0.1:15060")]
-        sip: SocketAddr,
+        #[command(flatten)]
+        target: Target,
         /// The far end's RTP echo (RTCP on the next port).
         #[arg(long, default_value = "127.0.0.1:15062")]
         echo: SocketAddr,
@@ -112,12 +120,8 @@ enum Command {
     Idle {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
-        #[arg(long)]
-        pid: u32,
-        #[arg(long, default_value = "ws://127.0.0.1:18081/")]
-        ws: String,
-        #[arg(long, default_value = "127.0.0.1:15060")]
-        sip: SocketAddr,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, default_value_t = 64)]
         setup_concurrency: usize,
         #[arg(long)]
@@ -192,9 +196,7 @@ async fn async_main(cmd: Command) -> Result<(), String> {
             steps,
             hold,
             settle,
-            pid,
-            ws,
-            sip,
+            target: Target { pid, ws, sip },
             echo,
             forwarder,
             setup_concurrency,
@@ -218,9 +220,7 @@ async fn async_main(cmd: Command) -> Result<(), String> {
         }
         Command::Idle {
             sessions,
-            pid,
-            ws,
-            sip,
+            target: Target { pid, ws, sip },
             setup_concurrency,
             out,
         } => {
