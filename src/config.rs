@@ -43,8 +43,9 @@ pub struct Cli {
     /// Domain of the agents' AORs (sip:DN@DOMAIN) [default: the upstream host]
     #[arg(long, env = "GATEWAY_SIP_DOMAIN", value_name = "DOMAIN")]
     pub sip_domain: Option<String>,
-    /// Address written into SDP, Contact and ICE candidates [default: the SIP listen address,
-    /// or the local address that routes to the upstream when listening on all interfaces]
+    /// Address written into SDP, Contact and the browsers' ICE candidate [default: the SIP
+    /// listen address; when listening on all interfaces, the local address that routes to the
+    /// upstream toward SIP, and every address of the host as browser candidates]
     #[arg(long, env = "GATEWAY_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<String>,
     /// UDP port range for the SIP leg's RTP/RTCP [default: 20000-29999]
@@ -155,8 +156,11 @@ pub struct Config {
     pub upstream_transport: SipTransport,
     /// Domain of the agents' AORs.
     pub sip_domain: String,
-    /// Address advertised in Contact, Via, SDP and candidates.
+    /// Address advertised toward SIP: Contact, Via and the SIP leg's SDP.
     pub public_ip: IpAddr,
+    /// Addresses offered to browsers as ICE host candidates, most preferred first:
+    /// `--public-ip` when given, else the listen address, else every address of the host.
+    pub browser_ips: Vec<IpAddr>,
     /// RTP port range, inclusive.
     pub rtp_ports: (u16, u16),
     /// ICE servers for `hello`, already validated as a JSON list of objects.
@@ -397,7 +401,7 @@ impl Config {
             None => upstream_host.clone(),
         };
 
-        let public_ip = match cli.public_ip {
+        let (public_ip, browser_ips) = match cli.public_ip {
             Some(raw) => {
                 let ip: IpAddr = raw
                     .parse()
@@ -405,9 +409,15 @@ impl Config {
                 if ip.is_unspecified() {
                     return Err(PUBLIC_IP.invalid(&raw, "must be a reachable address"));
                 }
-                ip
+                (ip, vec![ip])
             }
-            None => default_public_ip(sip_listen.ip(), &upstream_host, upstream_port),
+            None => {
+                let sip = default_public_ip(sip_listen.ip(), &upstream_host, upstream_port);
+                (
+                    sip,
+                    default_browser_ips(sip_listen.ip(), sip, host_addresses()),
+                )
+            }
         };
 
         let rtp_raw = cli.rtp_ports.unwrap_or_else(|| "20000-29999".to_string());
@@ -499,6 +509,7 @@ impl Config {
             upstream_transport,
             sip_domain,
             public_ip,
+            browser_ips,
             rtp_ports,
             ice_servers,
             api_token,
@@ -719,9 +730,97 @@ fn default_public_ip(listen: IpAddr, upstream_host: &str, upstream_port: u16) ->
     routed.unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// The host's interface addresses, as the kernel lists them (none if it cannot).
+fn host_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(ifs) => ifs.into_iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the host's addresses");
+            Vec::new()
+        }
+    }
+}
+
+/// The browser candidates without `--public-ip`. A specific listen address is the only one
+/// media answers on. With a wildcard one, every address of the host of a family the sockets
+/// take: which one a browser reaches is not known here (the demo page opened on 127.0.0.1 in
+/// a browser on this host, a browser on the LAN, another on a VPN), browsers check them all,
+/// and replies leave from the one each check came to. Loopback comes last (browsers skip it
+/// unless told otherwise), the address routing to the upstream first among the rest; IPv6
+/// link-local addresses are left out (they need a zone a candidate cannot carry).
+fn default_browser_ips(listen: IpAddr, routed: IpAddr, host: Vec<IpAddr>) -> Vec<IpAddr> {
+    if !listen.is_unspecified() {
+        return vec![listen];
+    }
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
+        // A `[::]` socket is dual-stack; a `0.0.0.0` one takes IPv4 only.
+        IpAddr::V6(v6) => listen.is_ipv6() && !v6.is_unspecified() && !v6.is_unicast_link_local(),
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ip in host.into_iter().filter(usable) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips.sort_by_key(|ip| (ip.is_loopback(), *ip != routed, ip.is_ipv6()));
+    if ips.is_empty() {
+        ips.push(routed);
+    }
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn browser_candidates_without_public_ip() {
+        let host = ips(&[
+            "127.0.0.1",
+            "::1",
+            "192.0.2.2",
+            "fd00::2",
+            "fe80::1",
+            "10.0.0.5",
+        ]);
+        let routed: IpAddr = "10.0.0.5".parse().expect("ip");
+        assert_eq!(
+            default_browser_ips("0.0.0.0".parse().expect("ip"), routed, host.clone()),
+            ips(&["10.0.0.5", "192.0.2.2", "127.0.0.1"]),
+            "IPv4 only on a 0.0.0.0 socket; the upstream's route first, loopback last"
+        );
+        assert_eq!(
+            default_browser_ips("::".parse().expect("ip"), routed, host.clone()),
+            ips(&["10.0.0.5", "192.0.2.2", "fd00::2", "127.0.0.1", "::1"]),
+            "dual-stack: IPv6 too, never link-local"
+        );
+        assert_eq!(
+            default_browser_ips("127.0.0.1".parse().expect("ip"), routed, host),
+            ips(&["127.0.0.1"]),
+            "a specific listen address is the only one answered on"
+        );
+        assert_eq!(
+            default_browser_ips("0.0.0.0".parse().expect("ip"), routed, Vec::new()),
+            ips(&["10.0.0.5"]),
+            "nothing listed: the routed address"
+        );
+    }
+
+    #[test]
+    fn public_ip_is_the_one_browser_candidate() {
+        let c = resolve(Cli {
+            public_ip: Some("198.51.100.7".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        assert_eq!(c.browser_ips, ips(&["198.51.100.7"]));
+        assert_eq!(c.public_ip.to_string(), "198.51.100.7");
+    }
 
     fn resolve(cli: Cli) -> Result<Config, String> {
         Config::from_raw(cli).map_err(|e| e.to_string())

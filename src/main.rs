@@ -97,7 +97,8 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
     ));
     let media = media::engine::MediaEngine::start(media::engine::MediaConfig {
         bind_ip: cfg.sip_listen.ip(),
-        public_ip: cfg.public_ip,
+        sip_ip: cfg.public_ip,
+        browser_ips: cfg.browser_ips.clone(),
         rtp_ports: cfg.rtp_ports,
         workers: cfg.media_workers,
         media_timeout: cfg.rtp_timeout,
@@ -163,6 +164,8 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         api = %cfg.api_listen,
         sip = %cfg.sip_listen,
         tls = cfg.tls.is_some(),
+        sip_address = %cfg.public_ip,
+        browser_candidates = ?cfg.browser_ips,
         "gateway ready"
     );
 

@@ -558,7 +558,7 @@ async fn setup(
     let (ufrag, pwd) = ::media::ice_lite::random_credentials();
     let codecs = [Codec::opus(111), Codec::telephone_event(126, 48000)];
     let offer = build_webrtc_offer(&WebRtcOfferParams {
-        ip: local.ip(),
+        ips: &[local.ip()],
         port: local.port(),
         ice_ufrag: &ufrag,
         ice_pwd: &pwd,

@@ -1,7 +1,12 @@
 //! One browser leg: ICE-lite, then DTLS, then SRTP, on the worker's shared UDP socket.
 //! Sans-IO: datagrams in, datagrams to send out through a callback, plain RTP handed back.
+//!
+//! Every datagram is handled with its [`Path`], the browser's address and the local address it
+//! was sent to, and every reply goes back along the same path: on a host with several addresses
+//! the kernel would otherwise pick the reply's source by route, and a browser drops a STUN
+//! response that does not come from the address it checked (RFC 8445 §7.2.5.2.1).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::dtls::{DtlsCertificate, DtlsEndpoint, DtlsRole};
@@ -10,6 +15,39 @@ use crate::srtp::SrtpSession;
 
 /// RFC 7675: consent is lost when the browser stops checking for this long.
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A browser that nominated a pair but keeps checking it without a word of DTLS for this long
+/// never saw our responses: its ICE is not connected, whatever ours believes. A browser whose
+/// check succeeded starts (or answers) DTLS within a round trip.
+pub const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
+
+/// Checks on the nominated pair after nomination that, with [`UNANSWERED_AFTER`] of DTLS
+/// silence, show the browser still trying: a browser that went away sends none, a connected
+/// one checks every few seconds at most.
+pub const UNANSWERED_CHECKS: u32 = 5;
+
+/// The way one datagram came: the browser's address and our local address it was sent to
+/// (`None` where the kernel did not say, e.g. a socket bound to one address needs no answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    /// The browser's address (its candidate, or its TURN relay's).
+    pub remote: SocketAddr,
+    /// Our address the browser sent to: replies must leave from it.
+    pub local: Option<IpAddr>,
+}
+
+impl Path {
+    /// A path whose local address is unknown (or does not matter).
+    pub fn to(remote: SocketAddr) -> Path {
+        Path {
+            remote,
+            local: None,
+        }
+    }
+}
+
+/// Where to send a datagram: called with the bytes and the path they take.
+pub type Transmit<'a> = dyn FnMut(&[u8], Path) + 'a;
 
 /// The browser's half of the description, known from its offer or answer.
 #[derive(Clone, Debug)]
@@ -46,6 +84,30 @@ pub enum LegError {
     /// SRTP contexts could not be built from the DTLS keys.
     #[error("SRTP: {0}")]
     Srtp(#[from] crate::srtp::SrtpError),
+    /// The browser nominated a pair but never saw our STUN responses on it.
+    #[error(
+        "ICE: the browser keeps checking {local} from {remote} without starting DTLS: our responses \
+         do not reach it (is {local} an address it can reach, and does the host answer from it?)"
+    )]
+    Unanswered {
+        /// Our address the browser checks.
+        local: String,
+        /// The browser's address.
+        remote: SocketAddr,
+    },
+}
+
+/// What became of the pair the browser nominated, to tell a path whose responses never arrive.
+#[derive(Debug, Default)]
+struct Nomination {
+    /// The nominated path.
+    path: Option<Path>,
+    /// When it was nominated (again after a switch).
+    at: Option<Instant>,
+    /// Valid checks on it since.
+    checks: u32,
+    /// A DTLS datagram came on it: the browser's ICE is connected.
+    heard_dtls: bool,
 }
 
 /// ICE + DTLS + SRTP state of one browser.
@@ -54,6 +116,7 @@ pub struct BrowserLeg {
     dtls: Option<DtlsEndpoint>,
     srtp: Option<SrtpSession>,
     stun_out: Vec<u8>,
+    nomination: Nomination,
 }
 
 /// RFC 7983 §7: first byte 20..=63 is DTLS, 128..=191 is RTP/RTCP.
@@ -78,6 +141,7 @@ impl BrowserLeg {
             dtls: None,
             srtp: None,
             stun_out: Vec::with_capacity(256),
+            nomination: Nomination::default(),
         }
     }
 
@@ -106,9 +170,10 @@ impl BrowserLeg {
         Ok(())
     }
 
-    /// The address ICE selected (the browser nominated it).
-    pub fn selected(&self) -> Option<SocketAddr> {
-        self.ice.selected()
+    /// The path ICE selected (the browser nominated it): media goes to its remote address,
+    /// from its local one.
+    pub fn selected(&self) -> Option<Path> {
+        self.nomination.path
     }
 
     /// Whether SRTP is keyed.
@@ -121,27 +186,30 @@ impl BrowserLeg {
         self.ice.consent_expired(now, CONSENT_TIMEOUT)
     }
 
-    /// Handles one datagram from `from`. Replies (STUN responses, DTLS flights) go out
-    /// through `send`; decrypted media lands in `out`.
+    /// Handles one datagram that came along `path`. Replies (STUN responses, DTLS flights)
+    /// go out through `send`, along the same path; decrypted media lands in `out`.
     pub fn on_datagram(
         &mut self,
         data: &[u8],
-        from: SocketAddr,
+        path: Path,
         now: Instant,
         out: &mut Vec<u8>,
-        send: &mut dyn FnMut(&[u8], SocketAddr),
+        send: &mut Transmit<'_>,
     ) -> Result<Received, LegError> {
         let Some(&first) = data.first() else {
             return Ok(Received::Nothing);
         };
+        let from = path.remote;
         if crate::ice_lite::is_stun(data) {
             self.stun_out.clear();
-            if let Ok(StunOutcome::Respond { .. }) =
+            if let Ok(StunOutcome::Respond { nominated }) =
                 self.ice.handle(data, from, now, &mut self.stun_out)
             {
-                send(&self.stun_out, from);
+                send(&self.stun_out, path);
+                self.on_check(path, nominated, now);
                 // A DTLS client waits for ICE before its first flight.
                 self.flush_dtls(send);
+                self.check_answered(now)?;
             }
             return Ok(Received::Nothing);
         }
@@ -153,6 +221,7 @@ impl BrowserLeg {
             let Some(dtls) = self.dtls.as_mut() else {
                 return Ok(Received::Nothing);
             };
+            self.nomination.heard_dtls = true;
             let result = dtls.handle_datagram(data, now);
             self.flush_dtls(send);
             match result {
@@ -198,35 +267,90 @@ impl BrowserLeg {
         }
     }
 
-    /// When the DTLS timer is next due.
+    /// When [`Self::handle_timeout`] is next due: the DTLS timer, or the moment a nominated
+    /// path without DTLS counts as unanswered.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.dtls.as_ref().and_then(|d| d.poll_timeout())
+        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
+        // Before enough checks came, the next check (not a timer) decides.
+        let unanswered = self
+            .unanswered_deadline()
+            .filter(|_| self.nomination.checks >= UNANSWERED_CHECKS);
+        match (dtls, unanswered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the DTLS retransmission timer.
+    /// Runs the DTLS retransmission timer and the unanswered-path check.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
-        send: &mut dyn FnMut(&[u8], SocketAddr),
+        send: &mut Transmit<'_>,
     ) -> Result<Received, LegError> {
         if let Some(d) = self.dtls.as_mut() {
-            let result = d.handle_timeout(now);
-            self.flush_dtls(send);
-            result?;
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                let result = d.handle_timeout(now);
+                self.flush_dtls(send);
+                result?;
+            }
         }
+        self.check_answered(now)?;
         self.maybe_connected()
     }
 
     /// Ends DTLS politely (close_notify).
-    pub fn close(&mut self, now: Instant, send: &mut dyn FnMut(&[u8], SocketAddr)) {
+    pub fn close(&mut self, now: Instant, send: &mut Transmit<'_>) {
         if let Some(d) = self.dtls.as_mut() {
             d.close(now);
         }
         self.flush_dtls(send);
     }
 
-    fn flush_dtls(&mut self, send: &mut dyn FnMut(&[u8], SocketAddr)) {
-        let (Some(dtls), Some(to)) = (self.dtls.as_mut(), self.ice.selected()) else {
+    /// A valid check came along `path`: follow a nomination (the first, or a switch to a TURN
+    /// relay or a new network), and count checks on the nominated path.
+    fn on_check(&mut self, path: Path, nominated: bool, now: Instant) {
+        let n = &mut self.nomination;
+        if nominated && n.path != Some(path) {
+            let switched_remote = n.path.map(|p| p.remote) != Some(path.remote);
+            n.path = Some(path);
+            if switched_remote || n.at.is_none() {
+                n.at = Some(now);
+                n.checks = 0;
+                n.heard_dtls = self.srtp.is_some();
+            }
+        } else if n.path == Some(path) {
+            n.checks = n.checks.saturating_add(1);
+        }
+    }
+
+    fn unanswered_deadline(&self) -> Option<Instant> {
+        let n = &self.nomination;
+        if n.heard_dtls || self.dtls.is_none() {
+            return None;
+        }
+        n.at.map(|at| at + UNANSWERED_AFTER)
+    }
+
+    /// Fails a nominated path the browser keeps checking with no DTLS on it: it never saw our
+    /// responses (a reply from the wrong address, a one-way firewall), so waiting for the DTLS
+    /// handshake to time out would only keep the agent in silence longer.
+    fn check_answered(&self, now: Instant) -> Result<(), LegError> {
+        let n = &self.nomination;
+        match (self.unanswered_deadline(), n.path) {
+            (Some(deadline), Some(path)) if now >= deadline && n.checks >= UNANSWERED_CHECKS => {
+                Err(LegError::Unanswered {
+                    local: path
+                        .local
+                        .map_or_else(|| "our address".to_string(), |ip| ip.to_string()),
+                    remote: path.remote,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn flush_dtls(&mut self, send: &mut Transmit<'_>) {
+        let (Some(dtls), Some(to)) = (self.dtls.as_mut(), self.nomination.path) else {
             return;
         };
         while let Some(datagram) = dtls.poll_transmit() {
@@ -246,5 +370,224 @@ impl BrowserLeg {
             }
             _ => Ok(Received::Nothing),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc_stun::attributes::{
+        AttrType, RawAttribute, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME,
+        ATTR_USE_CANDIDATE,
+    };
+    use rtc_stun::crypto::providers::RingCrypto;
+    use rtc_stun::fingerprint::FINGERPRINT;
+    use rtc_stun::integrity::MessageIntegrity;
+    use rtc_stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+    use rtc_stun::textattrs::Username;
+
+    static CRYPTO: RingCrypto = RingCrypto;
+    const OUR_UFRAG: &str = "ourUfrag";
+    const OUR_PWD: &str = "ourPasswordOurPassword24";
+
+    fn raw(typ: AttrType, value: &[u8]) -> RawAttribute {
+        RawAttribute {
+            typ,
+            length: 0,
+            value: value.to_vec(),
+        }
+    }
+
+    /// A browser's connectivity check, signed with our password.
+    fn check(nominate: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())])
+            .unwrap();
+        Username::new(ATTR_USERNAME, format!("{OUR_UFRAG}:brws"))
+            .add_to(&mut m)
+            .unwrap();
+        raw(ATTR_ICE_CONTROLLING, &7u64.to_be_bytes())
+            .add_to(&mut m)
+            .unwrap();
+        raw(ATTR_PRIORITY, &0x6e7f_1eff_u32.to_be_bytes())
+            .add_to(&mut m)
+            .unwrap();
+        if nominate {
+            raw(ATTR_USE_CANDIDATE, &[]).add_to(&mut m).unwrap();
+        }
+        MessageIntegrity::new_short_term_integrity_with_provider(OUR_PWD.into(), &CRYPTO)
+            .add_to(&mut m)
+            .unwrap();
+        FINGERPRINT.add_to(&mut m).unwrap();
+        m.raw
+    }
+
+    fn path(remote: &str, local: &str) -> Path {
+        Path {
+            remote: remote.parse().unwrap(),
+            local: Some(local.parse().unwrap()),
+        }
+    }
+
+    /// A leg whose remote is known, taking `role` in DTLS.
+    fn leg(role: DtlsRole, now: Instant) -> BrowserLeg {
+        let cert = DtlsCertificate::generate().unwrap();
+        let mut leg = BrowserLeg::new(OUR_UFRAG.into(), OUR_PWD.into());
+        let remote = BrowserRemote {
+            ice_ufrag: "brws".into(),
+            ice_pwd: "browserPasswordBrowserPw".into(),
+            fingerprint: cert.fingerprint().to_string(),
+            role,
+        };
+        leg.set_remote(&remote, &cert, now).unwrap();
+        leg
+    }
+
+    /// Feeds one datagram; returns what was sent, with the path it took.
+    fn feed(
+        leg: &mut BrowserLeg,
+        data: &[u8],
+        along: Path,
+        now: Instant,
+    ) -> (Result<Received, LegError>, Vec<(Vec<u8>, Path)>) {
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        let result = leg.on_datagram(data, along, now, &mut out, &mut |d: &[u8], p: Path| {
+            sent.push((d.to_vec(), p))
+        });
+        (result, sent)
+    }
+
+    #[test]
+    fn replies_leave_along_the_path_they_came_and_dtls_along_the_nominated_one() {
+        let now = Instant::now();
+        let mut leg = leg(DtlsRole::Client, now);
+        let first = path("198.51.100.7:50000", "192.0.2.10");
+        let (result, sent) = feed(&mut leg, &check(true), first, now);
+        assert!(result.is_ok());
+        assert_eq!(leg.selected(), Some(first));
+        // The STUN response, then our ClientHello: both from the address the browser checked.
+        assert!(sent.len() >= 2, "{} datagrams", sent.len());
+        assert!(crate::ice_lite::is_stun(&sent[0].0));
+        assert!(sent.iter().all(|(_, p)| *p == first), "{sent:?}");
+
+        // The same browser address checking our other address is answered from that one; the
+        // nominated path stays.
+        let other = path("198.51.100.7:50000", "10.1.2.3");
+        let (_, sent) = feed(&mut leg, &check(false), other, now);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1, other);
+        assert_eq!(leg.selected(), Some(first));
+
+        // A DTLS retransmission follows the nominated path.
+        let mut resent = Vec::new();
+        let due = leg.poll_timeout().expect("DTLS timer");
+        leg.handle_timeout(due, &mut |d: &[u8], p: Path| resent.push((d.to_vec(), p)))
+            .unwrap();
+        assert!(!resent.is_empty(), "ClientHello retransmitted");
+        assert!(resent.iter().all(|(_, p)| *p == first));
+    }
+
+    #[test]
+    fn a_nominated_path_checked_on_without_dtls_fails_fast_with_its_addresses() {
+        let t0 = Instant::now();
+        let mut leg = leg(DtlsRole::Server, t0);
+        let p = path("198.51.100.7:50000", "192.0.2.10");
+        feed(&mut leg, &check(true), p, t0).0.unwrap();
+        assert_eq!(
+            leg.poll_timeout(),
+            None,
+            "no verdict from a timer before the checks"
+        );
+        for i in 1..=UNANSWERED_CHECKS {
+            let at = t0 + Duration::from_millis(100 * u64::from(i));
+            feed(&mut leg, &check(true), p, at).0.unwrap();
+        }
+        assert_eq!(leg.poll_timeout(), Some(t0 + UNANSWERED_AFTER));
+        let mut sink = |_: &[u8], _: Path| {};
+        assert!(leg
+            .handle_timeout(t0 + UNANSWERED_AFTER - Duration::from_millis(1), &mut sink)
+            .is_ok());
+        let err = leg
+            .handle_timeout(t0 + UNANSWERED_AFTER, &mut sink)
+            .expect_err("unanswered");
+        assert!(matches!(err, LegError::Unanswered { .. }));
+        let text = err.to_string();
+        assert!(
+            text.contains("192.0.2.10") && text.contains("198.51.100.7:50000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_check_after_the_deadline_decides_too() {
+        let t0 = Instant::now();
+        let mut leg = leg(DtlsRole::Server, t0);
+        let p = path("198.51.100.7:50000", "192.0.2.10");
+        feed(&mut leg, &check(true), p, t0).0.unwrap();
+        for i in 1..UNANSWERED_CHECKS {
+            feed(
+                &mut leg,
+                &check(false),
+                p,
+                t0 + Duration::from_millis(u64::from(i)),
+            )
+            .0
+            .unwrap();
+        }
+        let late = t0 + UNANSWERED_AFTER + Duration::from_secs(1);
+        let (result, sent) = feed(&mut leg, &check(false), p, late);
+        assert_eq!(sent.len(), 1, "the check is still answered");
+        assert!(matches!(result, Err(LegError::Unanswered { .. })));
+    }
+
+    #[test]
+    fn dtls_from_the_browser_or_silence_is_no_unanswered_path() {
+        let t0 = Instant::now();
+        let p = path("198.51.100.7:50000", "192.0.2.10");
+        let mut sink = |_: &[u8], _: Path| {};
+
+        // DTLS arrived (even a mangled record): the browser's ICE is connected.
+        let mut heard = leg(DtlsRole::Server, t0);
+        feed(&mut heard, &check(true), p, t0).0.unwrap();
+        feed(&mut heard, &[22, 254, 253, 0, 0], p, t0).0.unwrap();
+        for i in 1..=2 * UNANSWERED_CHECKS {
+            feed(
+                &mut heard,
+                &check(false),
+                p,
+                t0 + Duration::from_millis(u64::from(i)),
+            )
+            .0
+            .unwrap();
+        }
+        assert!(heard
+            .handle_timeout(t0 + 2 * UNANSWERED_AFTER, &mut sink)
+            .is_ok());
+
+        // A browser that nominated and went quiet is for consent and the connect time-out.
+        let mut quiet = leg(DtlsRole::Server, t0);
+        feed(&mut quiet, &check(true), p, t0).0.unwrap();
+        assert!(quiet
+            .handle_timeout(t0 + 10 * UNANSWERED_AFTER, &mut sink)
+            .is_ok());
+
+        // Checks from an address that was never nominated count for nothing.
+        let mut elsewhere = leg(DtlsRole::Server, t0);
+        feed(&mut elsewhere, &check(true), p, t0).0.unwrap();
+        let other = path("203.0.113.9:3478", "192.0.2.10");
+        for i in 1..=2 * UNANSWERED_CHECKS {
+            feed(
+                &mut elsewhere,
+                &check(false),
+                other,
+                t0 + Duration::from_millis(u64::from(i)),
+            )
+            .0
+            .unwrap();
+        }
+        assert!(elsewhere
+            .handle_timeout(t0 + 2 * UNANSWERED_AFTER, &mut sink)
+            .is_ok());
     }
 }

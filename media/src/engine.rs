@@ -23,8 +23,12 @@ use crate::worker::{self, Command, MediaEvent, NewCall, RelayPlan, WorkerHandle}
 pub struct MediaConfig {
     /// Address the sockets bind to.
     pub bind_ip: IpAddr,
-    /// Address written into SDP and candidates.
-    pub public_ip: IpAddr,
+    /// Address written into the SDP toward SIP (`c=`, `o=`).
+    pub sip_ip: IpAddr,
+    /// Addresses offered to browsers as host candidates, most preferred first (at least one).
+    /// Replies leave from the address a browser sent to, so with a wildcard `bind_ip` any
+    /// number of them works on a multi-homed host.
+    pub browser_ips: Vec<IpAddr>,
     /// Port range for SIP-side RTP (and the workers' browser ports, taken first).
     pub rtp_ports: (u16, u16),
     /// Worker threads.
@@ -273,7 +277,7 @@ impl MediaEngine {
         let worker_port = self.workers[session.worker].browser_port;
         let browser_answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
             offer: browser_offer,
-            ip: self.cfg.public_ip,
+            ips: &self.cfg.browser_ips,
             port: worker_port,
             ice_ufrag: &ufrag,
             ice_pwd: &pwd,
@@ -285,7 +289,7 @@ impl MediaEngine {
             cname: "gateway",
         })?;
         let sip_offer = sdp::build_plain(&sdp::PlainParams {
-            ip: self.cfg.public_ip,
+            ip: self.cfg.sip_ip,
             port,
             codecs: &sip_codecs,
             direction: Direction::SendRecv,
@@ -317,7 +321,7 @@ impl MediaEngine {
         let direction = offer.direction.reversed();
         session.direction = direction;
         let browser_offer = sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
-            ip: self.cfg.public_ip,
+            ips: &self.cfg.browser_ips,
             port: worker_port,
             ice_ufrag: &ufrag,
             ice_pwd: &pwd,
@@ -332,7 +336,7 @@ impl MediaEngine {
         let sip_answer = sdp::build_plain_answer(
             sip_offer,
             &sdp::PlainParams {
-                ip: self.cfg.public_ip,
+                ip: self.cfg.sip_ip,
                 port,
                 codecs: &sip_codecs,
                 direction,
@@ -554,7 +558,7 @@ impl MediaSession {
         self.sdp_version += 1;
         self.direction = direction;
         Ok(sdp::build_plain(&sdp::PlainParams {
-            ip: self.engine.cfg.public_ip,
+            ip: self.engine.cfg.sip_ip,
             port: self.port,
             codecs: &self.sip_codecs,
             direction,

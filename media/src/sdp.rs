@@ -38,7 +38,7 @@ const ATTR_BUNDLE_ONLY: &str = "bundle-only";
 pub const TELEPHONE_EVENT: &str = "telephone-event";
 
 /// RFC 8445 §5.1.2.1 host-candidate priority for component 1 with the highest local
-/// preference: we offer exactly one candidate, so it may as well be the most preferred.
+/// preference; each further address of ours gets a local preference one lower.
 const HOST_CANDIDATE_PRIORITY: u32 = 2_130_706_431;
 
 /// Why an SDP could not be read or written.
@@ -308,8 +308,9 @@ impl PlainDescription {
 pub struct WebRtcAnswerParams<'a> {
     /// The browser's offer, whose m-lines the answer mirrors.
     pub offer: &'a str,
-    /// Our address, written in `c=`, `o=` and the host candidate.
-    pub ip: IpAddr,
+    /// Our addresses, one host candidate each in this order of preference; the first is also
+    /// written in `c=` and `o=`.
+    pub ips: &'a [IpAddr],
     /// Our UDP port for this leg.
     pub port: u16,
     /// Our ICE username fragment.
@@ -334,8 +335,9 @@ pub struct WebRtcAnswerParams<'a> {
 /// Everything needed to offer a call to a browser.
 #[derive(Clone, Debug)]
 pub struct WebRtcOfferParams<'a> {
-    /// Our address, written in `c=`, `o=` and the host candidate.
-    pub ip: IpAddr,
+    /// Our addresses, one host candidate each in this order of preference; the first is also
+    /// written in `c=` and `o=`.
+    pub ips: &'a [IpAddr],
     /// Our UDP port for this leg.
     pub port: u16,
     /// Our ICE username fragment.
@@ -461,7 +463,8 @@ pub fn build_webrtc_answer(p: &WebRtcAnswerParams<'_>) -> Result<String, SdpErro
 
     // o=: the SSRC is fixed for the leg, so it makes a stable session id; the offer's version
     // grows with every browser re-offer, so ours grows with every answer (RFC 3264 §8).
-    let mut answer = session_skeleton(p.ip, u64::from(p.ssrc), offer.origin.session_version)
+    let ip = first_ip(p.ips)?;
+    let mut answer = session_skeleton(ip, u64::from(p.ssrc), offer.origin.session_version)
         .with_property_attribute(ATTR_KEY_ICELITE.to_owned());
     if let Some(mid) = &offered.mid {
         if offer_bundles(&offer, mid) {
@@ -478,7 +481,7 @@ pub fn build_webrtc_answer(p: &WebRtcAnswerParams<'_>) -> Result<String, SdpErro
         let section = if index == offered.mline_index {
             webrtc_audio_section(
                 &WebRtcSection {
-                    ip: p.ip,
+                    ips: p.ips,
                     port: p.port,
                     ice_ufrag: p.ice_ufrag,
                     ice_pwd: p.ice_pwd,
@@ -504,9 +507,10 @@ pub fn build_webrtc_answer(p: &WebRtcAnswerParams<'_>) -> Result<String, SdpErro
 /// group, `a=setup:actpass` so the browser picks its DTLS role.
 pub fn build_webrtc_offer(p: &WebRtcOfferParams<'_>) -> Result<String, SdpError> {
     check_common(p.ice_ufrag, p.ice_pwd, p.fingerprint, p.cname, p.codecs)?;
+    let ip = first_ip(p.ips)?;
     let section = webrtc_audio_section(
         &WebRtcSection {
-            ip: p.ip,
+            ips: p.ips,
             port: p.port,
             ice_ufrag: p.ice_ufrag,
             ice_pwd: p.ice_pwd,
@@ -520,7 +524,7 @@ pub fn build_webrtc_offer(p: &WebRtcOfferParams<'_>) -> Result<String, SdpError>
         },
         protos("UDP/TLS/RTP/SAVPF"),
     );
-    let offer = session_skeleton(p.ip, p.session_id, p.session_version)
+    let offer = session_skeleton(ip, p.session_id, p.session_version)
         .with_property_attribute(ATTR_KEY_ICELITE.to_owned())
         .with_value_attribute(ATTR_KEY_GROUP.to_owned(), "BUNDLE 0".to_owned())
         .with_value_attribute(
@@ -1218,7 +1222,7 @@ fn rejected_section(offered: &MediaDescription) -> MediaDescription {
 }
 
 struct WebRtcSection<'a> {
-    ip: IpAddr,
+    ips: &'a [IpAddr],
     port: u16,
     ice_ufrag: &'a str,
     ice_pwd: &'a str,
@@ -1255,7 +1259,7 @@ fn webrtc_audio_section(s: &WebRtcSection<'_>, protos: Vec<String>) -> MediaDesc
     for codec in s.codecs {
         media = with_codec(media, codec, codec.fmtp.clone().unwrap_or_default());
     }
-    media
+    media = media
         .with_value_attribute(
             ATTR_KEY_SSRC.to_owned(),
             format!("{} cname:{}", s.ssrc, s.cname),
@@ -1263,12 +1267,25 @@ fn webrtc_audio_section(s: &WebRtcSection<'_>, protos: Vec<String>) -> MediaDesc
         .with_value_attribute(
             ATTR_KEY_SSRC.to_owned(),
             format!("{} msid:{} {track}", s.ssrc, s.cname),
-        )
-        .with_candidate(format!(
-            "1 1 udp {HOST_CANDIDATE_PRIORITY} {} {} typ host",
-            s.ip, s.port
-        ))
-        .with_property_attribute(ATTR_KEY_END_OF_CANDIDATES.to_owned())
+        );
+    // One host candidate per address, each its own foundation (RFC 8445 §5.1.1.3: different
+    // base addresses), preferred in the given order.
+    for (i, ip) in s.ips.iter().enumerate() {
+        let priority = HOST_CANDIDATE_PRIORITY - ((i as u32).min(0xffff) << 8);
+        media = media.with_candidate(format!(
+            "{} 1 udp {priority} {ip} {} typ host",
+            i + 1,
+            s.port
+        ));
+    }
+    media.with_property_attribute(ATTR_KEY_END_OF_CANDIDATES.to_owned())
+}
+
+/// The address for `c=` and `o=`: the most preferred candidate's.
+fn first_ip(ips: &[IpAddr]) -> Result<IpAddr, SdpError> {
+    ips.first()
+        .copied()
+        .ok_or_else(|| SdpError::InvalidParam("no address for the host candidate".into()))
 }
 
 /// Caller-supplied text ends up inside SDP lines: a space would shift fields and a line
@@ -1353,7 +1370,7 @@ mod tests {
     fn answer_params<'a>(offer: &'a str, codecs: &'a [Codec]) -> WebRtcAnswerParams<'a> {
         WebRtcAnswerParams {
             offer,
-            ip: GW_IP,
+            ips: &[GW_IP],
             port: 40000,
             ice_ufrag: "gWx1",
             ice_pwd: "Vq8pJ2kLmN4rT6yU0wE3zA5s",
@@ -1368,7 +1385,7 @@ mod tests {
 
     fn offer_params(codecs: &[Codec]) -> WebRtcOfferParams<'_> {
         WebRtcOfferParams {
-            ip: GW_IP,
+            ips: &[GW_IP],
             port: 40002,
             ice_ufrag: "gWx2",
             ice_pwd: "Vq8pJ2kLmN4rT6yU0wE3zA5t",
@@ -1801,12 +1818,38 @@ mod tests {
     fn offer_over_ipv6() {
         let codecs = [Codec::pcmu()];
         let mut p = offer_params(&codecs);
-        p.ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        p.ips = &[IpAddr::V6(Ipv6Addr::LOCALHOST)];
         let sdp = build_webrtc_offer(&p).unwrap();
         assert!(sdp.contains("o=- 7 1 IN IP6 ::1\r\n"));
         assert!(sdp.contains("c=IN IP6 ::1\r\n"));
         assert!(sdp.contains("a=candidate:1 1 udp 2130706431 ::1 40002 typ host\r\n"));
         parse_webrtc(&sdp).unwrap();
+    }
+
+    #[test]
+    fn one_host_candidate_per_address_in_order_of_preference() {
+        let codecs = [Codec::pcmu()];
+        let mut p = offer_params(&codecs);
+        let ips = [
+            GW_IP,
+            "2001:db8::7".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ];
+        p.ips = &ips;
+        let back = parse_webrtc(&build_webrtc_offer(&p).unwrap()).unwrap();
+        assert_eq!(
+            back.candidates,
+            [
+                "1 1 udp 2130706431 192.0.2.10 40002 typ host",
+                "2 1 udp 2130706175 2001:db8::7 40002 typ host",
+                "3 1 udp 2130705919 127.0.0.1 40002 typ host",
+            ]
+        );
+        p.ips = &[];
+        assert!(matches!(
+            build_webrtc_offer(&p),
+            Err(SdpError::InvalidParam(_))
+        ));
     }
 
     #[test]

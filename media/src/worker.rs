@@ -14,10 +14,10 @@ use std::io::IoSliceMut;
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::browser_leg::{BrowserLeg, BrowserRemote, Received};
+use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Path, Received};
 use crate::dtls::DtlsCertificate;
 use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
@@ -58,8 +58,9 @@ impl Batch {
         state.recv(socket.into(), &mut bufs, &mut self.meta)
     }
 
-    /// The datagrams of slot `i`: byte ranges in `storage`, and their source.
-    fn datagrams(&self, i: usize) -> (SocketAddr, impl Iterator<Item = std::ops::Range<usize>>) {
+    /// The datagrams of slot `i`: byte ranges in `storage`, and their path (the source, and
+    /// our address they were sent to).
+    fn datagrams(&self, i: usize) -> (Path, impl Iterator<Item = std::ops::Range<usize>>) {
         let m = &self.meta[i];
         let base = i * SLOT;
         let len = m.len.min(SLOT);
@@ -67,8 +68,28 @@ impl Batch {
         let ranges = (0..len)
             .step_by(stride)
             .map(move |off| base + off..base + (off + stride).min(len));
-        (m.addr, ranges)
+        let path = Path {
+            remote: m.addr,
+            local: m.dst_ip,
+        };
+        (path, ranges)
     }
+}
+
+/// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
+/// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent to,
+/// not the one the kernel would pick by route.
+fn send_on(state: &UdpSocketState, socket: &UdpSocket, data: &[u8], path: Path) -> io::Result<()> {
+    state.try_send(
+        socket.into(),
+        &Transmit {
+            destination: path.remote,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: path.local,
+        },
+    )
 }
 
 /// How many failed receive calls in a row end a read (ICMP errors are reported once each).
@@ -88,6 +109,8 @@ pub enum MediaEvent {
     BrowserConnected,
     /// The browser leg failed (DTLS error, consent lost, connect time-out).
     BrowserFailed(String),
+    /// The browser nominated a pair but never saw our answers on it: its ICE did not connect.
+    IceFailed(String),
     /// A key press the far end sent as RFC 4733 telephone-events.
     Dtmf(crate::dtmf::KeyPress),
     /// No media from a leg for the configured time.
@@ -196,13 +219,16 @@ pub struct NewCall {
 struct Call {
     id: u64,
     rtp_state: UdpSocketState,
+    rtcp_state: UdpSocketState,
     leg: BrowserLeg,
-    browser_addr: Option<SocketAddr>,
+    /// The browser's nominated path, as last seen by the demultiplexer.
+    browser_path: Option<Path>,
     rtp: UdpSocket,
     rtcp: UdpSocket,
     peer: RtpPeer,
-    /// The far end's RTCP address: signalled, then latched to where its RTCP comes from.
-    rtcp_to: Option<SocketAddr>,
+    /// The far end's RTCP address: signalled, then latched to where its RTCP comes from
+    /// (and our address it came to).
+    rtcp_to: Option<Path>,
     rtcp_latched: bool,
     sip_in_ssrc: Option<u32>,
     browser_in_ssrc: Option<u32>,
@@ -285,7 +311,6 @@ pub fn spawn(
         by_id: FxHashMap::default(),
         by_ufrag: FxHashMap::default(),
         by_addr: FxHashMap::default(),
-        buf: vec![0u8; MTU + 64],
         scratch: Vec::with_capacity(MTU + 64),
         running: true,
     };
@@ -313,7 +338,6 @@ struct Worker {
     // Looked up for every browser packet; keys are addresses that passed ICE and ufrags we
     // made, so a fast non-keyed hash is safe here.
     by_addr: FxHashMap<SocketAddr, usize>,
-    buf: Vec<u8>,
     scratch: Vec<u8>,
     running: bool,
 }
@@ -367,7 +391,7 @@ impl Worker {
                     let cert = self.cert.clone();
                     if let Some(call) = self.call_mut(id) {
                         if let Err(e) = call.leg.set_remote(&remote, &cert, now) {
-                            call.fail(e.to_string());
+                            call.fail(e);
                         }
                     }
                 }
@@ -380,8 +404,8 @@ impl Worker {
                 } => {
                     if let Some(call) = self.call_mut(id) {
                         call.peer.set_signalled(addr);
-                        if rtcp != call.rtcp_to && !call.rtcp_latched {
-                            call.rtcp_to = rtcp;
+                        if !call.rtcp_latched {
+                            call.rtcp_to = rtcp.map(Path::to);
                         }
                         // Each rewriter works on its receiver's clock: 8 kHz toward SIP and
                         // 48 kHz toward the browser when transcoding, so a re-anchor's
@@ -471,6 +495,10 @@ impl Worker {
             Err(e) => return fail(&new.events, format!("RTP socket: {e}")),
         };
         let mut rtcp = UdpSocket::from_std(new.rtcp);
+        let rtcp_state = match UdpSocketState::new((&rtcp).into()) {
+            Ok(s) => s,
+            Err(e) => return fail(&new.events, format!("RTCP socket: {e}")),
+        };
         if let Err(e) =
             self.poll
                 .registry()
@@ -499,8 +527,9 @@ impl Worker {
         self.calls[slot] = Some(Call {
             id: new.id,
             rtp_state,
+            rtcp_state,
             leg,
-            browser_addr: None,
+            browser_path: None,
             rtp,
             rtcp,
             peer: RtpPeer::new(),
@@ -536,16 +565,16 @@ impl Worker {
         let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let browser = &self.browser;
-        call.leg.close(now, &mut |data, to| {
-            let _ = browser.send_to(data, to);
+        let (state, browser) = (&self.browser_state, &self.browser);
+        call.leg.close(now, &mut |data, path| {
+            let _ = send_on(state, browser, data, path);
         });
         let _ = self.poll.registry().deregister(&mut call.rtp);
         let _ = self.poll.registry().deregister(&mut call.rtcp);
         self.by_id.remove(&call.id);
         self.by_ufrag.remove(call.leg.local_ufrag());
-        if let Some(addr) = call.browser_addr {
-            self.by_addr.remove(&addr);
+        if let Some(path) = call.browser_path {
+            self.by_addr.remove(&path.remote);
         }
     }
 
@@ -566,9 +595,9 @@ impl Worker {
             let now = Instant::now();
             let mut count = 0;
             for i in 0..n {
-                let (from, ranges) = batch.datagrams(i);
+                let (path, ranges) = batch.datagrams(i);
                 for r in ranges {
-                    self.on_browser_datagram(&batch.storage[r], from, now);
+                    self.on_browser_datagram(&batch.storage[r], path, now);
                     count += 1;
                 }
             }
@@ -584,8 +613,8 @@ impl Worker {
 
     /// One datagram on the shared browser socket: demultiplexed by address, or for a new
     /// address by the ICE username of its STUN check.
-    fn on_browser_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
-        let slot = match self.by_addr.get(&from) {
+    fn on_browser_datagram(&mut self, data: &[u8], path: Path, now: Instant) {
+        let slot = match self.by_addr.get(&path.remote) {
             Some(&s) => s,
             None => {
                 let found = crate::ice_lite::is_stun(data)
@@ -601,22 +630,22 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let browser = &self.browser;
-        let mut send = |data: &[u8], to: SocketAddr| {
-            let _ = browser.send_to(data, to);
+        let (state, browser) = (&self.browser_state, &self.browser);
+        let mut send = |data: &[u8], path: Path| {
+            let _ = send_on(state, browser, data, path);
         };
         let result = call
             .leg
-            .on_datagram(data, from, now, &mut self.scratch, &mut send);
-        // Follow the browser to the address it nominated.
+            .on_datagram(data, path, now, &mut self.scratch, &mut send);
+        // Follow the browser to the path it nominated.
         let selected = call.leg.selected();
-        if selected != call.browser_addr {
-            if let Some(old) = call.browser_addr.take() {
-                self.by_addr.remove(&old);
+        if selected != call.browser_path {
+            if let Some(old) = call.browser_path.take() {
+                self.by_addr.remove(&old.remote);
             }
             if let Some(new) = selected {
-                self.by_addr.insert(new, slot);
-                call.browser_addr = Some(new);
+                self.by_addr.insert(new.remote, slot);
+                call.browser_path = Some(new);
             }
         }
         match result {
@@ -630,7 +659,7 @@ impl Worker {
                 }
             }
             Ok(Received::Nothing) => {}
-            Err(e) => call.fail(e.to_string()),
+            Err(e) => call.fail(e),
         }
     }
 
@@ -653,13 +682,13 @@ impl Worker {
             let now = Instant::now();
             let mut count = 0;
             for i in 0..n {
-                let (from, ranges) = batch.datagrams(i);
+                let (path, ranges) = batch.datagrams(i);
                 for r in ranges {
                     call.relay_to_browser(
                         &mut batch.storage[r],
-                        from,
+                        path,
                         now,
-                        &self.browser,
+                        (&self.browser_state, &self.browser),
                         &mut self.scratch,
                     );
                     count += 1;
@@ -675,26 +704,40 @@ impl Worker {
 
     /// RTCP from the far end: latch where it comes from, keep its sender report.
     fn read_rtcp(&mut self, slot: usize) {
-        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        loop {
-            let (n, from) = match call.rtcp.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut errors = 0;
+        while errors < RECV_ERRORS {
+            let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+                break;
             };
-            if !call.rtcp_latched {
-                call.rtcp_to = Some(from);
-                call.rtcp_latched = true;
+            let n = match batch.recv(&call.rtcp_state, &call.rtcp) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            };
+            for i in 0..n {
+                let (path, ranges) = batch.datagrams(i);
+                for r in ranges {
+                    if !call.rtcp_latched {
+                        call.rtcp_to = Some(path);
+                        call.rtcp_latched = true;
+                    }
+                    if let Some((_, lsr)) = crate::rtcp::sender_report(&batch.storage[r]) {
+                        call.sip_report = Some(PeerReport {
+                            lsr,
+                            at: Instant::now(),
+                        });
+                    }
+                }
             }
-            if let Some((_, lsr)) = crate::rtcp::sender_report(&self.buf[..n]) {
-                call.sip_report = Some(PeerReport {
-                    lsr,
-                    at: Instant::now(),
-                });
+            if n < BATCH_SIZE {
+                break;
             }
         }
+        self.batch = batch;
     }
 
     fn tick(&mut self, now: Instant) {
@@ -703,23 +746,23 @@ impl Worker {
                 continue;
             };
             if call.leg.poll_timeout().is_some_and(|t| t <= now) {
-                let browser = &self.browser;
-                let mut send = |data: &[u8], to: SocketAddr| {
-                    let _ = browser.send_to(data, to);
+                let (state, browser) = (&self.browser_state, &self.browser);
+                let mut send = |data: &[u8], path: Path| {
+                    let _ = send_on(state, browser, data, path);
                 };
                 match call.leg.handle_timeout(now, &mut send) {
                     Ok(Received::Connected) => {
                         let _ = call.events.send(MediaEvent::BrowserConnected);
                     }
                     Ok(_) => {}
-                    Err(e) => call.fail(e.to_string()),
+                    Err(e) => call.fail(e),
                 }
             }
             call.check_timeouts(now);
             call.send_dtmf(now);
             if now >= call.next_rtcp {
                 call.next_rtcp = now + crate::rtcp::INTERVAL;
-                call.send_reports(&self.browser, &mut self.scratch, now);
+                call.send_reports((&self.browser_state, &self.browser), &mut self.scratch, now);
             }
             if let Some(plan) = call.plan {
                 call.counters.publish(&call.sip_rx, plan.clock_rate);
@@ -733,12 +776,12 @@ impl Call {
     fn relay_to_browser(
         &mut self,
         packet: &mut [u8],
-        from: SocketAddr,
+        from: Path,
         now: Instant,
-        browser: &UdpSocket,
+        (state, browser): (&UdpSocketState, &UdpSocket),
         scratch: &mut Vec<u8>,
     ) {
-        if !self.peer.on_receive(from, now) {
+        if !self.peer.on_receive(from.remote, from.local, now) {
             return;
         }
         self.counters.received(packet.len());
@@ -781,8 +824,8 @@ impl Call {
         {
             return;
         }
-        let Some(to) = self.browser_addr else { return };
-        if self.leg.protect_rtp(packet, scratch) && browser.send_to(scratch, to).is_ok() {
+        let Some(to) = self.browser_path else { return };
+        if self.leg.protect_rtp(packet, scratch) && send_on(state, browser, scratch, to).is_ok() {
             self.counters.sent(scratch.len());
             self.sent_to_browser
                 .on_sent(packet.len() - header::LEN, header::ts(packet), now);
@@ -815,6 +858,7 @@ impl Call {
                 transcoder,
                 to_sip,
                 rtp,
+                rtp_state,
                 peer,
                 counters,
                 sent_to_sip,
@@ -823,13 +867,16 @@ impl Call {
             let Some(t) = transcoder.as_mut() else {
                 return;
             };
-            let to = peer.destination();
+            let to = peer.destination().map(|remote| Path {
+                remote,
+                local: peer.local(),
+            });
             let _ = t.to_sip.process(plain, |packet| {
                 if to_sip.rewrite(packet, &plan.to_sip, now).is_err() {
                     return;
                 }
                 if let Some(to) = to {
-                    if rtp.send_to(packet, to).is_ok() {
+                    if send_on(rtp_state, rtp, packet, to).is_ok() {
                         counters.sent(packet.len());
                         sent_to_sip.on_sent(packet.len() - header::LEN, header::ts(packet), now);
                     }
@@ -840,8 +887,8 @@ impl Call {
         if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
             return;
         }
-        if let Some(to) = self.peer.destination() {
-            if self.rtp.send_to(plain, to).is_ok() {
+        if let Some(to) = self.sip_path() {
+            if send_on(&self.rtp_state, &self.rtp, plain, to).is_ok() {
                 self.counters.sent(plain.len());
                 self.sent_to_sip
                     .on_sent(plain.len() - header::LEN, header::ts(plain), now);
@@ -851,13 +898,13 @@ impl Call {
 
     /// The next RFC 4733 packet toward the far end, if one is due.
     fn send_dtmf(&mut self, now: Instant) {
-        let (Some(plan), Some(to)) = (self.plan, self.peer.destination()) else {
+        let (Some(plan), Some(to)) = (self.plan, self.sip_path()) else {
             return;
         };
         let Some(pt) = plan.sip_dtmf else { return };
         let mut packet = [0u8; 16];
         if let Some(n) = self.dtmf_out.poll(now, &mut self.to_sip, pt, &mut packet) {
-            if self.rtp.send_to(&packet[..n], to).is_ok() {
+            if send_on(&self.rtp_state, &self.rtp, &packet[..n], to).is_ok() {
                 self.counters.sent(n);
                 self.sent_to_sip
                     .on_sent(n - header::LEN, header::ts(&packet), now);
@@ -866,7 +913,12 @@ impl Call {
     }
 
     /// Our RTCP on both legs: SR for what we sent, a reception block for what we got.
-    fn send_reports(&mut self, browser: &UdpSocket, scratch: &mut Vec<u8>, now: Instant) {
+    fn send_reports(
+        &mut self,
+        (state, browser): (&UdpSocketState, &UdpSocket),
+        scratch: &mut Vec<u8>,
+        now: Instant,
+    ) {
         let Some(plan) = self.plan else { return };
         let wall = std::time::SystemTime::now();
         if let (Some(to), false) = (self.rtcp_to, self.held) {
@@ -884,10 +936,10 @@ impl Call {
                 now,
                 wall,
             ) {
-                let _ = self.rtcp.send_to(&report, to);
+                let _ = send_on(&self.rtcp_state, &self.rtcp, &report, to);
             }
         }
-        if let (Some(to), true) = (self.browser_addr, self.leg.is_connected()) {
+        if let (Some(to), true) = (self.browser_path, self.leg.is_connected()) {
             let reception = self.browser_in_ssrc.map(|ssrc| Reception {
                 ssrc,
                 stats: &mut self.browser_rx,
@@ -903,16 +955,27 @@ impl Call {
                 wall,
             ) {
                 if self.leg.protect_rtcp(&report, scratch) {
-                    let _ = browser.send_to(scratch, to);
+                    let _ = send_on(state, browser, scratch, to);
                 }
             }
         }
     }
 
-    fn fail(&mut self, why: String) {
+    /// Where RTP to the far end goes, and from which of our addresses.
+    fn sip_path(&self) -> Option<Path> {
+        self.peer.destination().map(|remote| Path {
+            remote,
+            local: self.peer.local(),
+        })
+    }
+
+    fn fail(&mut self, why: impl Into<Failure>) {
         if !self.finished {
             self.finished = true;
-            let _ = self.events.send(MediaEvent::BrowserFailed(why));
+            let _ = self.events.send(match why.into() {
+                Failure::Ice(why) => MediaEvent::IceFailed(why),
+                Failure::Other(why) => MediaEvent::BrowserFailed(why),
+            });
         }
     }
 
@@ -922,12 +985,12 @@ impl Call {
         }
         if !self.leg.is_connected() {
             if now.saturating_duration_since(self.created) > CONNECT_TIMEOUT {
-                self.fail("ICE/DTLS did not complete".into());
+                self.fail("ICE/DTLS did not complete");
             }
             return;
         }
         if self.leg.consent_expired(now) {
-            self.fail("ICE consent lost".into());
+            self.fail("ICE consent lost");
             return;
         }
         if self.held {
@@ -949,5 +1012,28 @@ impl Call {
             self.finished = true;
             let _ = self.events.send(MediaEvent::Timeout { leg });
         }
+    }
+}
+
+/// Why a browser leg failed, as the call is told.
+enum Failure {
+    /// ICE never connected on the browser's side.
+    Ice(String),
+    /// Anything else (DTLS, consent, time-out).
+    Other(String),
+}
+
+impl From<LegError> for Failure {
+    fn from(e: LegError) -> Failure {
+        match e {
+            LegError::Unanswered { .. } => Failure::Ice(e.to_string()),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Failure {
+        Failure::Other(why.to_string())
     }
 }

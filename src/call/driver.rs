@@ -1554,7 +1554,11 @@ fn media_input(ctx: &Ctx, ev: MediaEvent) -> Option<Input> {
         }
         MediaEvent::BrowserFailed(why) => {
             warn!(%why, "browser media failed");
-            Input::MediaFailed
+            Input::MediaFailed("media_failed")
+        }
+        MediaEvent::IceFailed(why) => {
+            warn!(%why, "browser ICE failed");
+            Input::MediaFailed("ice_failed")
         }
         MediaEvent::Timeout { leg } => {
             info!(leg, "media timeout");

@@ -75,8 +75,8 @@ pub enum Input {
     SipCancelled,
     /// The browser leg connected (ICE + DTLS).
     MediaConnected,
-    /// The browser leg failed.
-    MediaFailed,
+    /// The browser leg failed; the `hangup` cause says how (`media_failed`, `ice_failed`).
+    MediaFailed(&'static str),
     /// No media for the configured time.
     MediaTimeout,
     /// Ended by the gateway (REST hangup, shutdown, the browser gone for good).
@@ -227,12 +227,13 @@ impl CallState {
                 Action::SipCancel,
                 hangup(By::Server, "cancelled", None),
             ]),
-            (Outbound, Setup | Ringing, Input::MediaFailed | Input::MediaTimeout) => {
-                self.end(vec![
-                    Action::SipCancel,
-                    hangup(By::Server, "media_failed", None),
-                ])
+            (Outbound, Setup | Ringing, Input::MediaFailed(cause)) => {
+                self.end(vec![Action::SipCancel, hangup(By::Server, cause, None)])
             }
+            (Outbound, Setup | Ringing, Input::MediaTimeout) => self.end(vec![
+                Action::SipCancel,
+                hangup(By::Server, "media_failed", None),
+            ]),
 
             // Inbound call progress.
             (Inbound, Setup | Ringing, Input::BrowserAnswer) => {
@@ -254,9 +255,9 @@ impl CallState {
                 Action::SipReject(480),
                 hangup(By::Server, "unavailable", None),
             ]),
-            (Inbound, Setup | Ringing, Input::MediaFailed) => self.end(vec![
+            (Inbound, Setup | Ringing, Input::MediaFailed(cause)) => self.end(vec![
                 Action::SipReject(488),
-                hangup(By::Server, "media_failed", None),
+                hangup(By::Server, cause, None),
             ]),
 
             // Answered, either direction.
@@ -271,10 +272,9 @@ impl CallState {
                 Action::SipBye,
                 hangup(By::Server, "media_timeout", None),
             ]),
-            (_, Answered, Input::MediaFailed) => self.end(vec![
-                Action::SipBye,
-                hangup(By::Server, "media_failed", None),
-            ]),
+            (_, Answered, Input::MediaFailed(cause)) => {
+                self.end(vec![Action::SipBye, hangup(By::Server, cause, None)])
+            }
             (_, Answered, Input::Transferred) => {
                 self.end(vec![Action::SipBye, hangup(By::Local, "transferred", None)])
             }
