@@ -443,13 +443,16 @@ mod tests {
         leg
     }
 
+    /// Datagrams a leg sent, each with the path it took.
+    type Sent = Vec<(Vec<u8>, Path)>;
+
     /// Feeds one datagram; returns what was sent, with the path it took.
     fn feed(
         leg: &mut BrowserLeg,
         data: &[u8],
         along: Path,
         now: Instant,
-    ) -> (Result<Received, LegError>, Vec<(Vec<u8>, Path)>) {
+    ) -> (Result<Received, LegError>, Sent) {
         let mut sent = Vec::new();
         let mut out = Vec::new();
         let result = leg.on_datagram(data, along, now, &mut out, &mut |d: &[u8], p: Path| {
