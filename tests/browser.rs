@@ -4,11 +4,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use common::browser::Browser;
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
+use common::netns::{self, Netns};
 use common::sipp::{self, Sipp};
 use serde_json::json;
 
@@ -181,4 +183,238 @@ async fn incoming_call_banner_answer_audio_and_far_end_hangup() {
         "{}",
         caller.traces()
     );
+}
+
+/// The gateway's host and the agent's, as namespaces: the gateway advertises `ADVERTISED`,
+/// the address of its uplink interface (`wan0`, toward a third namespace), while its route
+/// back to the agent's host leaves by its other interface (`lan0`) with another address. A
+/// reply whose source the kernel picks by route comes from the wrong address.
+struct TwoHomes {
+    gateway: Netns,
+    browser: Netns,
+    _uplink: Netns,
+}
+
+const ADVERTISED: &str = "198.18.1.1";
+
+impl TwoHomes {
+    fn new() -> TwoHomes {
+        assert!(
+            netns::available(),
+            "this test builds network namespaces: run it as root (CI does)"
+        );
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let gateway = Netns::new(&format!("gwhost{id}"));
+        let browser = Netns::new(&format!("agent{id}"));
+        let uplink = Netns::new(&format!("uplink{id}"));
+        let link = |name: &str, addr: &str, peer: &Netns, peer_addr: &str| {
+            gateway.ip(&[
+                "link", "add", name, "type", "veth", "peer", "name", "peer0", "netns", &peer.name,
+            ]);
+            gateway.ip(&["addr", "add", addr, "dev", name]);
+            gateway.ip(&["link", "set", name, "up"]);
+            peer.ip(&["addr", "add", peer_addr, "dev", "peer0"]);
+            peer.ip(&["link", "set", "peer0", "up"]);
+        };
+        link(
+            "wan0",
+            &format!("{ADVERTISED}/24"),
+            &uplink,
+            "198.18.1.2/24",
+        );
+        link("lan0", "198.18.2.1/24", &browser, "198.18.2.2/24");
+        browser.ip(&["route", "add", "default", "via", "198.18.2.1"]);
+        TwoHomes {
+            gateway,
+            browser,
+            _uplink: uplink,
+        }
+    }
+}
+
+impl TwoHomes {
+    /// Chromium on the agent's host, allowed its microphone on the gateway's plain-http page
+    /// (production serves https; a non-local http origin is no secure context).
+    fn browser(&self, page: &str) -> Browser {
+        let secure = format!("--unsafely-treat-insecure-origin-as-secure={page}");
+        self.browser
+            .run(move || Browser::start_with(440.0, &[&secure]))
+    }
+}
+
+/// On the gateway's host: Kamailio, and the gateway with media on 0.0.0.0 advertising
+/// `ADVERTISED`, its WebSocket on `ws`.
+fn gateway_host(ws: u16) -> (Kamailio, Gateway) {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let ws_listen = format!("0.0.0.0:{ws}");
+    let sip_listen = format!("0.0.0.0:{}", pick_port());
+    let gw = Gateway::start(
+        &kam.uri(),
+        &[
+            "--ws-listen",
+            &ws_listen,
+            "--sip-listen",
+            &sip_listen,
+            "--public-ip",
+            ADVERTISED,
+        ],
+    );
+    (kam, gw)
+}
+
+/// The page at `page`, registered as 5001.
+fn register_at(b: &mut Browser, page: &str) {
+    b.goto(&format!("{page}/"));
+    b.fill("#dn", "5001");
+    b.fill("#password", "pass5001");
+    b.click("#register-btn");
+    b.wait_text("#reg-state", "registered", T);
+}
+
+/// The README's multi-homed failure: Chromium on another host reaches the gateway's advertised
+/// address, the gateway's route back leaves by its other interface, and every media reply
+/// (STUN, DTLS, SRTP) must still come from the advertised address, or the browser drops them.
+#[test]
+fn a_multi_homed_gateway_answers_from_the_address_the_browser_reached() {
+    let hosts = TwoHomes::new();
+    let ws = pick_port();
+    let page = format!("http://{ADVERTISED}:{ws}");
+    let mut b = hosts.browser(&page);
+    hosts.gateway.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (kam, gw) = gateway_host(ws);
+        let (tone_port, echo_port) = (pick_port(), pick_port());
+        assert!(sipp::register(kam.port(), tone_port, "1003", "pass1003"));
+        assert!(sipp::register(kam.port(), echo_port, "1004", "pass1004"));
+        let tone = tone_ulaw();
+        let mut tone_phone = Sipp::start_with_files(
+            "uas_tone.xml",
+            Some(tone_port),
+            &[],
+            &[("tone.ulaw", &tone)],
+        );
+        let mut echo_phone = Sipp::start("uas_answer.xml", Some(echo_port), &["-rtp_echo"]);
+        register_at(&mut b, &page);
+
+        // Far end to browser: the page hears the phone's 1000 Hz.
+        b.fill("#dial-input", "1003");
+        b.click("#call-btn");
+        b.wait_text("#calls li .call-state", "answered", T);
+        std::thread::sleep(Duration::from_secs(2));
+        let f = remote_frequency(&mut b);
+        assert!(
+            (980.0..=1020.0).contains(&f),
+            "the page hears {f} Hz, not the far end's 1000 Hz:\n{}",
+            gw.log()
+        );
+        let (_, active) = rt.block_on(gw.get("/api/calls/active"));
+        let media = &active["calls"][0]["media"];
+        assert!(
+            media["packetsIn"].as_u64() > Some(50) && media["packetsOut"].as_u64() > Some(50),
+            "{active}"
+        );
+        b.click("#calls li .hangup-btn");
+        b.wait_gone("#calls li", T);
+        assert!(
+            tone_phone
+                .wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "{}",
+            tone_phone.traces()
+        );
+
+        // Browser to far end and back: the echo phone returns the page's 440 Hz.
+        b.fill("#dial-input", "1004");
+        b.click("#call-btn");
+        b.wait_text("#calls li .call-state", "answered", T);
+        std::thread::sleep(Duration::from_secs(2));
+        let f = remote_frequency(&mut b);
+        assert!(
+            (420.0..=460.0).contains(&f),
+            "the far end got {f} Hz, not the page's 440 Hz"
+        );
+        b.click("#calls li .hangup-btn");
+        b.wait_gone("#calls li", T);
+        assert!(
+            echo_phone
+                .wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "{}",
+            echo_phone.traces()
+        );
+        assert!(
+            !gw.log().contains("ICE failed"),
+            "no path was given up:\n{}",
+            gw.log()
+        );
+    });
+}
+
+/// A browser that never hears our STUN responses (here nftables on the gateway's host rewrites
+/// their source, as a host answering from its other address would) nominates anyway and keeps
+/// checking; the gateway gives the call up within seconds, with `ice_failed` as the cause and
+/// both addresses in its log, instead of a silent call that dies after the DTLS time-out.
+#[test]
+fn a_browser_that_never_hears_our_answers_gets_ice_failed_fast() {
+    let hosts = TwoHomes::new();
+    hosts.gateway.nft(&format!(
+        "table ip wrongsource {{
+           chain out {{
+             type filter hook output priority 0;
+             ip saddr {ADVERTISED} ip daddr 198.18.2.2 meta l4proto udp ip saddr set 198.18.2.1
+           }}
+         }}"
+    ));
+    let ws = pick_port();
+    let page = format!("http://{ADVERTISED}:{ws}");
+    let mut b = hosts.browser(&page);
+    hosts.gateway.run(move || {
+        let (kam, gw) = gateway_host(ws);
+        let phone_port = pick_port();
+        assert!(sipp::register(kam.port(), phone_port, "1004", "pass1004"));
+        let mut phone = Sipp::start("uas_answer.xml", Some(phone_port), &["-rtp_echo"]);
+        register_at(&mut b, &page);
+
+        b.fill("#dial-input", "1004");
+        let dialled = Instant::now();
+        b.click("#call-btn");
+        b.wait_visible("#calls li", T);
+        b.wait_gone("#calls li", T);
+        let took = dialled.elapsed();
+        let log = gw.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("browser ICE failed"))
+            .unwrap_or_else(|| panic!("no ICE failure logged:\n{log}"));
+        assert!(
+            line.contains(ADVERTISED) && line.contains("198.18.2.2"),
+            "the log names both ends: {line}"
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "given up after {took:?}; the DTLS time-out alone takes longer"
+        );
+        let events = b.eval(
+            "[...document.querySelectorAll('#event-log li')].map(l => l.textContent).join('\\n')",
+        );
+        assert!(
+            events.as_str().is_some_and(|e| e.contains("ice_failed")),
+            "the page's hangup says why: {events}"
+        );
+        assert!(
+            phone
+                .wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "the far end got its BYE: {}",
+            phone.traces()
+        );
+    });
 }

@@ -16,14 +16,15 @@ use crate::srtp::SrtpSession;
 /// RFC 7675: consent is lost when the browser stops checking for this long.
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A browser that nominated a pair but keeps checking it without a word of DTLS for this long
-/// never saw our responses: its ICE is not connected, whatever ours believes. A browser whose
-/// check succeeded starts (or answers) DTLS within a round trip.
+/// A browser that keeps checking for this long after its first check without a word of DTLS
+/// never saw our responses: its ICE is not connected (it nominates nothing, or nominated a
+/// pair it never validated), whatever ours believes. A browser whose check succeeded nominates
+/// and starts (or answers) DTLS within a few round trips.
 pub const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
 
-/// Checks on the nominated pair after nomination that, with [`UNANSWERED_AFTER`] of DTLS
-/// silence, show the browser still trying: a browser that went away sends none, a connected
-/// one checks every few seconds at most.
+/// Checks that, with [`UNANSWERED_AFTER`] of DTLS silence, show the browser still trying: a
+/// browser that went away sends none, a connected one checks every few seconds at most, one
+/// without an answer several times a second.
 pub const UNANSWERED_CHECKS: u32 = 5;
 
 /// The way one datagram came: the browser's address and our local address it was sent to
@@ -84,12 +85,14 @@ pub enum LegError {
     /// SRTP contexts could not be built from the DTLS keys.
     #[error("SRTP: {0}")]
     Srtp(#[from] crate::srtp::SrtpError),
-    /// The browser nominated a pair but never saw our STUN responses on it.
+    /// The browser keeps checking but never saw our STUN responses.
     #[error(
-        "ICE: the browser keeps checking {local} from {remote} without starting DTLS: our responses \
-         do not reach it (is {local} an address it can reach, and does the host answer from it?)"
+        "ICE: the browser keeps checking {local} from {remote} {without}: our responses do not \
+         reach it (is {local} an address it can reach, and does the host answer from it?)"
     )]
     Unanswered {
+        /// What it never got to: nominating, or DTLS after nominating.
+        without: &'static str,
         /// Our address the browser checks.
         local: String,
         /// The browser's address.
@@ -97,16 +100,18 @@ pub enum LegError {
     },
 }
 
-/// What became of the pair the browser nominated, to tell a path whose responses never arrive.
+/// The browser's checks and nomination, to tell a browser that never hears our responses.
 #[derive(Debug, Default)]
 struct Nomination {
     /// The nominated path.
     path: Option<Path>,
-    /// When it was nominated (again after a switch).
-    at: Option<Instant>,
-    /// Valid checks on it since.
+    /// When the first valid check came.
+    first_check: Option<Instant>,
+    /// The path of the latest valid check.
+    last_checked: Option<Path>,
+    /// Valid checks since the first.
     checks: u32,
-    /// A DTLS datagram came on it: the browser's ICE is connected.
+    /// A DTLS datagram came on the nominated path: the browser's ICE is connected.
     heard_dtls: bool,
 }
 
@@ -306,39 +311,39 @@ impl BrowserLeg {
         self.flush_dtls(send);
     }
 
-    /// A valid check came along `path`: follow a nomination (the first, or a switch to a TURN
-    /// relay or a new network), and count checks on the nominated path.
+    /// A valid check came along `path`: count it, and follow a nomination (the first, or a
+    /// switch to a TURN relay or a new network).
     fn on_check(&mut self, path: Path, nominated: bool, now: Instant) {
         let n = &mut self.nomination;
-        if nominated && n.path != Some(path) {
-            let switched_remote = n.path.map(|p| p.remote) != Some(path.remote);
+        n.first_check.get_or_insert(now);
+        n.last_checked = Some(path);
+        n.checks = n.checks.saturating_add(1);
+        if nominated {
             n.path = Some(path);
-            if switched_remote || n.at.is_none() {
-                n.at = Some(now);
-                n.checks = 0;
-                n.heard_dtls = self.srtp.is_some();
-            }
-        } else if n.path == Some(path) {
-            n.checks = n.checks.saturating_add(1);
         }
     }
 
     fn unanswered_deadline(&self) -> Option<Instant> {
         let n = &self.nomination;
-        if n.heard_dtls || self.dtls.is_none() {
+        if n.heard_dtls || self.srtp.is_some() || self.dtls.is_none() {
             return None;
         }
-        n.at.map(|at| at + UNANSWERED_AFTER)
+        n.first_check.map(|at| at + UNANSWERED_AFTER)
     }
 
-    /// Fails a nominated path the browser keeps checking with no DTLS on it: it never saw our
+    /// Fails a leg whose browser keeps checking with no DTLS to show for it: it never saw our
     /// responses (a reply from the wrong address, a one-way firewall), so waiting for the DTLS
-    /// handshake to time out would only keep the agent in silence longer.
+    /// handshake or the set-up time-out would only keep the agent in silence longer.
     fn check_answered(&self, now: Instant) -> Result<(), LegError> {
         let n = &self.nomination;
-        match (self.unanswered_deadline(), n.path) {
+        match (self.unanswered_deadline(), n.path.or(n.last_checked)) {
             (Some(deadline), Some(path)) if now >= deadline && n.checks >= UNANSWERED_CHECKS => {
                 Err(LegError::Unanswered {
+                    without: if n.path.is_some() {
+                        "without starting DTLS on the pair it nominated"
+                    } else {
+                        "without nominating a pair"
+                    },
                     local: path
                         .local
                         .map_or_else(|| "our address".to_string(), |ip| ip.to_string()),
@@ -528,7 +533,7 @@ mod tests {
         let mut leg = leg(DtlsRole::Server, t0);
         let p = path("198.51.100.7:50000", "192.0.2.10");
         feed(&mut leg, &check(true), p, t0).0.unwrap();
-        for i in 1..UNANSWERED_CHECKS {
+        for i in 1..UNANSWERED_CHECKS - 1 {
             feed(
                 &mut leg,
                 &check(false),
@@ -538,6 +543,11 @@ mod tests {
             .0
             .unwrap();
         }
+        assert_eq!(
+            leg.poll_timeout(),
+            None,
+            "too few checks for a timer verdict"
+        );
         let late = t0 + UNANSWERED_AFTER + Duration::from_secs(1);
         let (result, sent) = feed(&mut leg, &check(false), p, late);
         assert_eq!(sent.len(), 1, "the check is still answered");
@@ -575,22 +585,40 @@ mod tests {
             .handle_timeout(t0 + 10 * UNANSWERED_AFTER, &mut sink)
             .is_ok());
 
-        // Checks from an address that was never nominated count for nothing.
-        let mut elsewhere = leg(DtlsRole::Server, t0);
-        feed(&mut elsewhere, &check(true), p, t0).0.unwrap();
-        let other = path("203.0.113.9:3478", "192.0.2.10");
-        for i in 1..=2 * UNANSWERED_CHECKS {
-            feed(
-                &mut elsewhere,
-                &check(false),
-                other,
-                t0 + Duration::from_millis(u64::from(i)),
-            )
-            .0
-            .unwrap();
+        // Silence after the first checks: the browser went away, no verdict here.
+        let mut gone = leg(DtlsRole::Server, t0);
+        for i in 0..UNANSWERED_CHECKS - 1 {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            feed(&mut gone, &check(false), p, at).0.unwrap();
         }
-        assert!(elsewhere
-            .handle_timeout(t0 + 2 * UNANSWERED_AFTER, &mut sink)
+        assert!(gone
+            .handle_timeout(t0 + 10 * UNANSWERED_AFTER, &mut sink)
             .is_ok());
+    }
+
+    #[test]
+    fn a_browser_checking_without_ever_nominating_fails_fast_too() {
+        // What Chromium does when no response reaches it: it checks every 125 ms and never
+        // nominates, so only the DTLS time-out (of a handshake never begun) would end it.
+        let t0 = Instant::now();
+        let mut leg = leg(DtlsRole::Client, t0);
+        let p = path("198.51.100.7:50000", "192.0.2.10");
+        let mut result = Ok(Received::Nothing);
+        let mut at = t0;
+        while result.is_ok() && at <= t0 + 2 * UNANSWERED_AFTER {
+            let (r, sent) = feed(&mut leg, &check(false), p, at);
+            assert_eq!(
+                sent.len(),
+                1,
+                "each check is answered, no DTLS before nomination"
+            );
+            result = r;
+            at += Duration::from_millis(125);
+        }
+        let err = result.expect_err("unanswered");
+        assert!(at - t0 >= UNANSWERED_AFTER, "not before the deadline");
+        assert!(at - t0 <= UNANSWERED_AFTER + Duration::from_millis(250));
+        assert!(err.to_string().contains("without nominating"), "{err}");
+        assert_eq!(leg.selected(), None);
     }
 }

@@ -55,6 +55,11 @@ pub fn tone_wav(path: &Path, freq: f64, seconds: u32) {
 impl Browser {
     /// Starts Chromium whose fake microphone plays a `mic_tone` Hz sine.
     pub fn start(mic_tone: f64) -> Browser {
+        Browser::start_with(mic_tone, &[])
+    }
+
+    /// Like [`Browser::start`], with more Chromium flags.
+    pub fn start_with(mic_tone: f64, flags: &[&str]) -> Browser {
         let dir =
             std::env::temp_dir().join(format!("chromium-{}-{}", std::process::id(), pick_port()));
         fs::create_dir_all(dir.join("profile")).expect("profile dir");
@@ -84,6 +89,7 @@ impl Browser {
             ))
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .arg(format!("--remote-debugging-port={port}"))
+            .args(flags)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -46,17 +46,22 @@ impl Gateway {
             std::process::id()
         ));
         let log_file = fs::File::create(&log).expect("create gateway log");
-        let mut args: Vec<String> = vec![
-            "--ws-listen".into(),
-            format!("127.0.0.1:{ws_port}"),
-            "--api-listen".into(),
-            format!("127.0.0.1:{api_port}"),
-            "--sip-listen".into(),
-            format!("127.0.0.1:{sip_port}"),
-            "--sip-upstream".into(),
-            upstream.into(),
+        let ws = format!("127.0.0.1:{ws_port}");
+        let api = format!("127.0.0.1:{api_port}");
+        let sip = format!("127.0.0.1:{sip_port}");
+        let base: [&str; 8] = [
+            "--ws-listen",
+            &ws,
+            "--api-listen",
+            &api,
+            "--sip-listen",
+            &sip,
+            "--sip-upstream",
+            upstream,
         ];
-        for pair in FAST.chunks(2) {
+        // `extra` may set any of these itself (e.g. a wildcard listen address, same port).
+        let mut args: Vec<String> = Vec::new();
+        for pair in base.chunks(2).chain(FAST.chunks(2)) {
             if !extra.contains(&pair[0]) {
                 args.extend(pair.iter().map(|s| s.to_string()));
             }

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod kamailio;
+pub mod netns;
 pub mod peer;
 pub mod scenes;
 pub mod sipp;
