@@ -1,7 +1,7 @@
 //! `--tls-cert`/`--tls-key`: `wss://` and `https://` on the usual ports, with a self-signed
 //! certificate this test makes, against the real gateway and Kamailio.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

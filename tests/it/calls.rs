@@ -1,7 +1,7 @@
 //! Calls end to end: a WebRTC peer playing the browser over the real protocol, the gateway,
 //! a real Kamailio, and SIPp as the far-end phone.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

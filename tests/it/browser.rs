@@ -1,7 +1,7 @@
 //! The demo agent phone in Debian's headless Chromium, with real (fake-device) audio: the
 //! page's own UI against the gateway, a real Kamailio and SIPp phones.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,7 @@
 //! unregisters every DN (Expires: 0) and exits 0 within 5 s. Real Kamailio, real SIPp far
 //! ends, the real gateway process, WebRTC peers playing the browsers.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

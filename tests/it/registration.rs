@@ -1,6 +1,6 @@
 //! Agent registration end to end: browser protocol -> gateway -> real Kamailio.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

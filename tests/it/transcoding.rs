@@ -3,7 +3,7 @@
 //! the test owns its RTP port, sends a tone from it and measures what arrives), through the
 //! real gateway and a real Kamailio, both call directions.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

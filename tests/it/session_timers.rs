@@ -2,7 +2,7 @@
 //! asks us to and end the call when it stops answering; we answer 422 to a too-short
 //! interval, carry the caller's refreshes and end the call when they stop.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! subscriber dropped without holding up another), Prometheus metrics moving by the right
 //! amounts for one call, the token on REST and WebSocket, and no password anywhere.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! throttled and backs off while other clients register; WebSocket connects per address and
 //! requests per session are bounded with `rate_limited` / 429, leaving other sessions alone.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

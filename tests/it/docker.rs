@@ -5,7 +5,7 @@
 //! listens on by default (read from `gateway --help`), and that the HEALTHCHECK command itself
 //! tells a healthy gateway from one whose SIP upstream is gone.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

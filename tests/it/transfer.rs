@@ -3,7 +3,7 @@
 //! transfer targets are SIPp phones playing a 1000 Hz tone, measured by the agent who ends
 //! up talking to them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

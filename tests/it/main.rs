@@ -1,0 +1,18 @@
+//! The integration tests, one test binary: a module per area and the shared harnesses in
+//! `common`. One binary links the test dependencies (webrtc-rs, tokio-tungstenite, ...) once
+//! and compiles `common` once, instead of once per file under `tests/`.
+
+mod common;
+
+mod api;
+mod browser;
+mod calls;
+mod cli;
+mod docker;
+mod limits;
+mod registration;
+mod session_timers;
+mod shutdown;
+mod tls;
+mod transcoding;
+mod transfer;
