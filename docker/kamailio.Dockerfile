@@ -1,6 +1,6 @@
 # Kamailio 5.6 (Debian bookworm's package) with the fixture registrar/proxy config and its
 # users (5001/pass5001, 5002/pass5002, 1003/pass1003, 1004/pass1004, 6001-6020; realm
-# 127.0.0.1), started the way tests/common/kamailio.rs and scripts/demo start it.
+# 127.0.0.1), started the way tests/it/common/kamailio.rs and scripts/demo start it.
 # Build context: the repository root (see docker-compose.yml).
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -196,9 +196,19 @@ struct TwoHomes {
 }
 
 const ADVERTISED: &str = "198.18.1.1";
+/// The same hosts over IPv6.
+const ADVERTISED_V6: &str = "fd00:77:1::1";
+const LAN_V6: &str = "fd00:77:2::1";
+
+/// Which addresses the hosts get.
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
 
 impl TwoHomes {
-    fn new() -> TwoHomes {
+    fn new(family: Family) -> TwoHomes {
         assert!(
             netns::available(),
             "this test builds network namespaces: run it as root (CI does)"
@@ -212,23 +222,45 @@ impl TwoHomes {
         let gateway = Netns::new(&format!("gwhost{id}"));
         let browser = Netns::new(&format!("agent{id}"));
         let uplink = Netns::new(&format!("uplink{id}"));
-        let link = |name: &str, addr: &str, peer: &Netns, peer_addr: &str| {
+        // Addresses without duplicate address detection, usable at once.
+        let addr = |ns: &Netns, addr: &str, dev: &str| {
+            let mut args = vec!["addr", "add", addr, "dev", dev];
+            if family == Family::V6 {
+                args.push("nodad");
+            }
+            ns.ip(&args);
+        };
+        let link = |name: &str, ours: &str, peer: &Netns, theirs: &str| {
             gateway.ip(&[
                 "link", "add", name, "type", "veth", "peer", "name", "peer0", "netns", &peer.name,
             ]);
-            gateway.ip(&["addr", "add", addr, "dev", name]);
+            addr(&gateway, ours, name);
             gateway.ip(&["link", "set", name, "up"]);
-            peer.ip(&["addr", "add", peer_addr, "dev", "peer0"]);
+            addr(peer, theirs, "peer0");
             peer.ip(&["link", "set", "peer0", "up"]);
         };
-        link(
-            "wan0",
-            &format!("{ADVERTISED}/24"),
-            &uplink,
-            "198.18.1.2/24",
-        );
-        link("lan0", "198.18.2.1/24", &browser, "198.18.2.2/24");
-        browser.ip(&["route", "add", "default", "via", "198.18.2.1"]);
+        match family {
+            Family::V4 => {
+                link(
+                    "wan0",
+                    &format!("{ADVERTISED}/24"),
+                    &uplink,
+                    "198.18.1.2/24",
+                );
+                link("lan0", "198.18.2.1/24", &browser, "198.18.2.2/24");
+                browser.ip(&["route", "add", "default", "via", "198.18.2.1"]);
+            }
+            Family::V6 => {
+                link(
+                    "wan0",
+                    &format!("{ADVERTISED_V6}/64"),
+                    &uplink,
+                    "fd00:77:1::2/64",
+                );
+                link("lan0", &format!("{LAN_V6}/64"), &browser, "fd00:77:2::2/64");
+                browser.ip(&["-6", "route", "add", "default", "via", LAN_V6]);
+            }
+        }
         TwoHomes {
             gateway,
             browser,
@@ -281,7 +313,7 @@ fn register_at(b: &mut Browser, page: &str) {
 /// (STUN, DTLS, SRTP) must still come from the advertised address, or the browser drops them.
 #[test]
 fn a_multi_homed_gateway_answers_from_the_address_the_browser_reached() {
-    let hosts = TwoHomes::new();
+    let hosts = TwoHomes::new(Family::V4);
     let ws = pick_port();
     let page = format!("http://{ADVERTISED}:{ws}");
     let mut b = hosts.browser(&page);
@@ -364,7 +396,7 @@ fn a_multi_homed_gateway_answers_from_the_address_the_browser_reached() {
 /// both addresses in its log, instead of a silent call that dies after the DTLS time-out.
 #[test]
 fn a_browser_that_never_hears_our_answers_gets_ice_failed_fast() {
-    let hosts = TwoHomes::new();
+    let hosts = TwoHomes::new(Family::V4);
     hosts.gateway.nft(&format!(
         "table ip wrongsource {{
            chain out {{
@@ -414,6 +446,66 @@ fn a_browser_that_never_hears_our_answers_gets_ice_failed_fast() {
                 .wait(Duration::from_secs(5))
                 .is_some_and(|s| s.success()),
             "the far end got its BYE: {}",
+            phone.traces()
+        );
+    });
+}
+
+/// IPv6: the agent's host has IPv6 only, the gateway listens on `[::]` without `--public-ip`
+/// (so it offers every address of its host) and its LAN address takes no media (a firewall
+/// rule), so the one pair that can work is the uplink address reached across the LAN, whose
+/// replies must leave from it (IPV6_PKTINFO). SIP stays on IPv4 loopback, through the same
+/// dual-stack sockets.
+#[test]
+fn a_multi_homed_gateway_answers_over_ipv6_from_the_address_the_browser_reached() {
+    let hosts = TwoHomes::new(Family::V6);
+    hosts.gateway.nft(&format!(
+        "table ip6 lanmedia {{
+           chain in {{
+             type filter hook input priority 0;
+             ip6 daddr {LAN_V6} meta l4proto udp drop
+           }}
+         }}"
+    ));
+    let ws = pick_port();
+    let page = format!("http://[{ADVERTISED_V6}]:{ws}");
+    let mut b = hosts.browser(&page);
+    hosts.gateway.run(move || {
+        let kam = Kamailio::start(KamailioOptions::default());
+        let ws_listen = format!("[::]:{ws}");
+        let sip_listen = format!("[::]:{}", pick_port());
+        let gw = Gateway::start(
+            &kam.uri(),
+            &["--ws-listen", &ws_listen, "--sip-listen", &sip_listen],
+        );
+        assert!(
+            gw.log().contains(ADVERTISED_V6) && gw.log().contains(LAN_V6),
+            "every address of the host is a candidate:\n{}",
+            gw.log()
+        );
+        let phone_port = pick_port();
+        assert!(sipp::register(kam.port(), phone_port, "1004", "pass1004"));
+        let mut phone = Sipp::start("uas_answer.xml", Some(phone_port), &["-rtp_echo"]);
+        register_at(&mut b, &page);
+
+        // Browser to far end and back: the echo phone returns the page's 440 Hz.
+        b.fill("#dial-input", "1004");
+        b.click("#call-btn");
+        b.wait_text("#calls li .call-state", "answered", T);
+        std::thread::sleep(Duration::from_secs(2));
+        let f = remote_frequency(&mut b);
+        assert!(
+            (420.0..=460.0).contains(&f),
+            "the page hears {f} Hz, not its own 440 Hz back:\n{}",
+            gw.log()
+        );
+        b.click("#calls li .hangup-btn");
+        b.wait_gone("#calls li", T);
+        assert!(
+            phone
+                .wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "{}",
             phone.traces()
         );
     });
