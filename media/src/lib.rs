@@ -11,6 +11,7 @@ pub mod relay;
 pub mod rtcp;
 pub mod rtp_leg;
 pub mod sdp;
+pub mod sip_leg;
 pub mod srtp;
 pub mod stats;
 pub mod transcode;

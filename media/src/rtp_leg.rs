@@ -1,11 +1,16 @@
 //! The plain RTP/AVP leg toward the SIP side: where to send, with symmetric RTP (RFC 4961
 //! practice, as rtpengine and Asterisk's `rtp_symmetric`): the far end's signalled address
 //! is a first guess, and the address it really sends from wins once it sends.
+//!
+//! This is the sans-IO half of [`crate::sip_leg::SipLeg`], which owns the sockets; keeping
+//! the decisions here lets them be tested without any.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// Addressing state of one plain RTP leg. Sockets live in the worker; this is the logic.
+use crate::browser_leg::Path;
+
+/// Addressing state of one plain RTP leg's RTP.
 #[derive(Debug, Default, Clone)]
 pub struct RtpPeer {
     signalled: Option<SocketAddr>,
@@ -71,9 +76,66 @@ impl RtpPeer {
         self.latched.or(self.signalled)
     }
 
+    /// Where to send and from which of our addresses, if anywhere.
+    pub fn path(&self) -> Option<Path> {
+        self.destination().map(|remote| Path {
+            remote,
+            local: self.local,
+        })
+    }
+
     /// When media last arrived from the far end.
     pub fn last_rx(&self) -> Option<Instant> {
         self.last_rx
+    }
+}
+
+/// Where our RTCP to the far end goes: the signalled address (`a=rtcp`, else the RTP port
+/// + 1) until the far end's own RTCP arrives, then the path that came along, for good.
+///
+/// Unlike [`RtpPeer`], a later signalled address does not undo the latch once the far end's
+/// RTCP has arrived.
+#[derive(Debug, Default, Clone)]
+pub struct RtcpPeer {
+    to: Option<Path>,
+    latched: bool,
+    on_hold: bool,
+}
+
+impl RtcpPeer {
+    /// A leg whose far end is not known yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The address from the far end's SDP; `None` means none. Replaces the previous one
+    /// until the latch.
+    pub fn set_signalled(&mut self, addr: Option<SocketAddr>) {
+        if !self.latched {
+            self.to = addr.map(Path::to);
+        }
+    }
+
+    /// Whether we should send at all (RFC 3264 hold, as for RTP).
+    pub fn set_hold(&mut self, on_hold: bool) {
+        self.on_hold = on_hold;
+    }
+
+    /// RTCP arrived along `path`: the first such packet fixes the destination, so a stray
+    /// one later cannot divert our reports.
+    pub fn on_receive(&mut self, path: Path) {
+        if !self.latched {
+            self.to = Some(path);
+            self.latched = true;
+        }
+    }
+
+    /// Where to send, if anywhere, and from which of our addresses.
+    pub fn destination(&self) -> Option<Path> {
+        if self.on_hold {
+            return None;
+        }
+        self.to
     }
 }
 
@@ -129,5 +191,86 @@ mod tests {
         p.set_hold(false);
         p.set_signalled(Some(addr("0.0.0.0:4002")));
         assert_eq!(p.destination(), None, "c=0.0.0.0 is old-style hold");
+    }
+
+    #[test]
+    fn path_sends_from_the_address_the_far_end_sent_to() {
+        let mut p = RtpPeer::new();
+        assert_eq!(p.path(), None);
+        p.set_signalled(Some(addr("10.0.0.1:4000")));
+        assert_eq!(p.path(), Some(Path::to(addr("10.0.0.1:4000"))));
+        let ours: IpAddr = "203.0.113.5".parse().expect("ip");
+        p.on_receive(addr("192.0.2.7:5004"), Some(ours), Instant::now());
+        assert_eq!(
+            p.path(),
+            Some(Path {
+                remote: addr("192.0.2.7:5004"),
+                local: Some(ours)
+            })
+        );
+        p.set_hold(true);
+        assert_eq!(p.path(), None);
+    }
+
+    fn path(remote: &str, local: &str) -> Path {
+        Path {
+            remote: addr(remote),
+            local: local.parse().ok(),
+        }
+    }
+
+    #[test]
+    fn rtcp_goes_to_the_signalled_address_until_the_far_ends_rtcp_arrives() {
+        let mut p = RtcpPeer::new();
+        assert_eq!(p.destination(), None, "nothing signalled yet");
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        assert_eq!(p.destination(), Some(Path::to(addr("10.0.0.1:4001"))));
+        let from = path("192.0.2.7:5005", "203.0.113.5");
+        p.on_receive(from);
+        assert_eq!(
+            p.destination(),
+            Some(from),
+            "where it came from, from our address it came to"
+        );
+    }
+
+    #[test]
+    fn rtcp_latch_is_not_moved_by_a_stray_packet_or_new_signalling() {
+        let mut p = RtcpPeer::new();
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        let first = path("192.0.2.7:5005", "203.0.113.5");
+        p.on_receive(first);
+        p.on_receive(path("198.51.100.1:9", "198.51.100.2"));
+        assert_eq!(p.destination(), Some(first), "no hijack");
+        p.set_signalled(Some(addr("10.0.0.2:4003")));
+        assert_eq!(p.destination(), Some(first));
+        p.set_signalled(None);
+        assert_eq!(p.destination(), Some(first));
+    }
+
+    #[test]
+    fn rtcp_resignalling_before_the_latch_replaces_the_address() {
+        let mut p = RtcpPeer::new();
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        p.set_signalled(Some(addr("10.0.0.2:4003")));
+        assert_eq!(p.destination(), Some(Path::to(addr("10.0.0.2:4003"))));
+        p.set_signalled(None);
+        assert_eq!(p.destination(), None, "no RTCP address any more");
+        p.set_signalled(Some(addr("10.0.0.3:4005")));
+        p.on_receive(path("10.0.0.3:4005", "10.0.0.9"));
+        assert_eq!(p.destination(), Some(path("10.0.0.3:4005", "10.0.0.9")));
+    }
+
+    #[test]
+    fn rtcp_hold_stops_sending_and_keeps_the_latch() {
+        let mut p = RtcpPeer::new();
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        p.set_hold(true);
+        assert_eq!(p.destination(), None);
+        let from = path("192.0.2.7:5005", "203.0.113.5");
+        p.on_receive(from);
+        assert_eq!(p.destination(), None, "still held");
+        p.set_hold(false);
+        assert_eq!(p.destination(), Some(from), "latched while held");
     }
 }

@@ -21,7 +21,7 @@ use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Path, Received};
 use crate::dtls::DtlsCertificate;
 use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
-use crate::rtp_leg::RtpPeer;
+use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
 use crate::transcode::{TranscodePlan, Transcoder};
 
@@ -37,13 +37,13 @@ const SLOT: usize = 64 * MTU;
 
 /// Datagrams received with one `recvmmsg` (through quinn-udp), reused for every read.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     storage: Vec<u8>,
     meta: Vec<RecvMeta>,
 }
 
 impl Batch {
-    fn new() -> Batch {
+    pub(crate) fn new() -> Batch {
         Batch {
             storage: vec![0; SLOT * BATCH_SIZE],
             meta: vec![RecvMeta::default(); BATCH_SIZE],
@@ -51,7 +51,7 @@ impl Batch {
     }
 
     /// Receives up to `BATCH_SIZE` slots from `socket` in one system call.
-    fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
         let mut chunks = self.storage.chunks_exact_mut(SLOT);
         let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
@@ -60,7 +60,10 @@ impl Batch {
 
     /// The datagrams of slot `i`: byte ranges in `storage`, and their path (the source, and
     /// our address they were sent to).
-    fn datagrams(&self, i: usize) -> (Path, impl Iterator<Item = std::ops::Range<usize>>) {
+    pub(crate) fn datagrams(
+        &self,
+        i: usize,
+    ) -> (Path, impl Iterator<Item = std::ops::Range<usize>>) {
         let m = &self.meta[i];
         let base = i * SLOT;
         let len = m.len.min(SLOT);
@@ -79,7 +82,12 @@ impl Batch {
 /// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
 /// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent to,
 /// not the one the kernel would pick by route.
-fn send_on(state: &UdpSocketState, socket: &UdpSocket, data: &[u8], path: Path) -> io::Result<()> {
+pub(crate) fn send_on(
+    state: &UdpSocketState,
+    socket: &UdpSocket,
+    data: &[u8],
+    path: Path,
+) -> io::Result<()> {
     state.try_send(
         socket.into(),
         &Transmit {
@@ -216,25 +224,15 @@ pub struct NewCall {
     pub counters: Arc<MediaCounters>,
 }
 
+/// One call on a worker: its two legs, and the relay between them.
 struct Call {
     id: u64,
-    rtp_state: UdpSocketState,
-    rtcp_state: UdpSocketState,
     leg: BrowserLeg,
     /// The browser's nominated path, as last seen by the demultiplexer.
     browser_path: Option<Path>,
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-    peer: RtpPeer,
-    /// The far end's RTCP address: signalled, then latched to where its RTCP comes from
-    /// (and our address it came to).
-    rtcp_to: Option<Path>,
-    rtcp_latched: bool,
-    sip_in_ssrc: Option<u32>,
+    sip: SipLeg,
     browser_in_ssrc: Option<u32>,
-    sent_to_sip: SendStats,
     sent_to_browser: SendStats,
-    sip_report: Option<PeerReport>,
     browser_report: Option<PeerReport>,
     next_rtcp: Instant,
     to_sip: StreamRewriter,
@@ -242,7 +240,6 @@ struct Call {
     plan: Option<RelayPlan>,
     /// Opus and G.711 codec state of a transcoded call.
     transcoder: Option<Box<Transcoder>>,
-    sip_rx: ReceiveStats,
     dtmf: crate::dtmf::Detector,
     dtmf_out: crate::dtmf::Sender,
     browser_rx: ReceiveStats,
@@ -403,10 +400,7 @@ impl Worker {
                     transcoder,
                 } => {
                     if let Some(call) = self.call_mut(id) {
-                        call.peer.set_signalled(addr);
-                        if !call.rtcp_latched {
-                            call.rtcp_to = rtcp.map(Path::to);
-                        }
+                        call.sip.set_remote(addr, rtcp);
                         // Each rewriter works on its receiver's clock: 8 kHz toward SIP and
                         // 48 kHz toward the browser when transcoding, so a re-anchor's
                         // wall-clock gap is counted on the right clock.
@@ -438,7 +432,7 @@ impl Worker {
                             call.to_browser.reanchor();
                         }
                         call.held = held;
-                        call.peer.set_hold(held);
+                        call.sip.set_hold(held);
                         // Silence during hold is expected; the clock restarts on resume.
                         call.sip_since = Some(now);
                         call.last_browser_rx = call.last_browser_rx.map(|_| now);
@@ -483,42 +477,17 @@ impl Worker {
         let fail = |events: &UnboundedSender<MediaEvent>, why: String| {
             let _ = events.send(MediaEvent::BrowserFailed(why));
         };
-        if let Err(e) = new.rtp.set_nonblocking(true) {
-            return fail(&new.events, format!("RTP socket: {e}"));
-        }
-        if let Err(e) = new.rtcp.set_nonblocking(true) {
-            return fail(&new.events, format!("RTCP socket: {e}"));
-        }
-        let mut rtp = UdpSocket::from_std(new.rtp);
-        let rtp_state = match UdpSocketState::new((&rtp).into()) {
-            Ok(s) => s,
-            Err(e) => return fail(&new.events, format!("RTP socket: {e}")),
+        let mut sip = match SipLeg::new(new.rtp, new.rtcp) {
+            Ok(sip) => sip,
+            Err(e) => return fail(&new.events, e.to_string()),
         };
-        let mut rtcp = UdpSocket::from_std(new.rtcp);
-        let rtcp_state = match UdpSocketState::new((&rtcp).into()) {
-            Ok(s) => s,
-            Err(e) => return fail(&new.events, format!("RTCP socket: {e}")),
-        };
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut rtcp, rtcp_token(slot), Interest::READABLE)
-        {
-            return fail(&new.events, format!("RTCP socket: {e}"));
-        }
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut rtp, rtp_token(slot), Interest::READABLE)
-        {
-            let _ = self.poll.registry().deregister(&mut rtcp);
-            return fail(&new.events, format!("RTP socket: {e}"));
+        if let Err(e) = sip.register(self.poll.registry(), rtp_token(slot), rtcp_token(slot)) {
+            return fail(&new.events, e.to_string());
         }
         let mut leg = BrowserLeg::new(new.ice_ufrag.clone(), new.ice_pwd);
         if let Some(remote) = &new.remote {
             if let Err(e) = leg.set_remote(remote, &self.cert, now) {
-                let _ = self.poll.registry().deregister(&mut rtp);
-                let _ = self.poll.registry().deregister(&mut rtcp);
+                sip.deregister(self.poll.registry());
                 return fail(&new.events, e.to_string());
             }
         }
@@ -526,27 +495,17 @@ impl Worker {
         self.by_ufrag.insert(new.ice_ufrag, slot);
         self.calls[slot] = Some(Call {
             id: new.id,
-            rtp_state,
-            rtcp_state,
             leg,
             browser_path: None,
-            rtp,
-            rtcp,
-            peer: RtpPeer::new(),
-            rtcp_to: None,
-            rtcp_latched: false,
-            sip_in_ssrc: None,
+            sip,
             browser_in_ssrc: None,
-            sent_to_sip: SendStats::default(),
             sent_to_browser: SendStats::default(),
-            sip_report: None,
             browser_report: None,
             next_rtcp: now + crate::rtcp::INTERVAL,
             to_sip: StreamRewriter::new(new.ssrc_to_sip, 8000),
             to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
             plan: None,
             transcoder: None,
-            sip_rx: ReceiveStats::default(),
             dtmf: crate::dtmf::Detector::default(),
             dtmf_out: crate::dtmf::Sender::default(),
             browser_rx: ReceiveStats::default(),
@@ -569,8 +528,7 @@ impl Worker {
         call.leg.close(now, &mut |data, path| {
             let _ = send_on(state, browser, data, path);
         });
-        let _ = self.poll.registry().deregister(&mut call.rtp);
-        let _ = self.poll.registry().deregister(&mut call.rtcp);
+        call.sip.deregister(self.poll.registry());
         self.by_id.remove(&call.id);
         self.by_ufrag.remove(call.leg.local_ufrag());
         if let Some(path) = call.browser_path {
@@ -671,7 +629,7 @@ impl Worker {
             let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
                 break;
             };
-            let n = match batch.recv(&call.rtp_state, &call.rtp) {
+            let n = match call.sip.recv_rtp(&mut batch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -710,7 +668,7 @@ impl Worker {
             let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
                 break;
             };
-            let n = match batch.recv(&call.rtcp_state, &call.rtcp) {
+            let n = match call.sip.recv_rtcp(&mut batch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -721,16 +679,7 @@ impl Worker {
             for i in 0..n {
                 let (path, ranges) = batch.datagrams(i);
                 for r in ranges {
-                    if !call.rtcp_latched {
-                        call.rtcp_to = Some(path);
-                        call.rtcp_latched = true;
-                    }
-                    if let Some((_, lsr)) = crate::rtcp::sender_report(&batch.storage[r]) {
-                        call.sip_report = Some(PeerReport {
-                            lsr,
-                            at: Instant::now(),
-                        });
-                    }
+                    call.sip.on_rtcp(&batch.storage[r], path);
                 }
             }
             if n < BATCH_SIZE {
@@ -765,7 +714,7 @@ impl Worker {
                 call.send_reports((&self.browser_state, &self.browser), &mut self.scratch, now);
             }
             if let Some(plan) = call.plan {
-                call.counters.publish(&call.sip_rx, plan.clock_rate);
+                call.counters.publish(call.sip.rx(), plan.clock_rate);
             }
         }
     }
@@ -781,7 +730,7 @@ impl Call {
         (state, browser): (&UdpSocketState, &UdpSocket),
         scratch: &mut Vec<u8>,
     ) {
-        if !self.peer.on_receive(from.remote, from.local, now) {
+        if !self.sip.accept(from, now) {
             return;
         }
         self.counters.received(packet.len());
@@ -797,13 +746,7 @@ impl Call {
                 let _ = self.events.send(MediaEvent::Dtmf(press));
             }
         }
-        self.sip_in_ssrc = Some(header::ssrc(packet));
-        self.sip_rx.on_packet(
-            header::seq(packet),
-            header::ts(packet),
-            now,
-            plan.clock_rate,
-        );
+        self.sip.on_rtp(packet, now, plan.clock_rate);
         // Transcoding: the packet to send is the transcoder's, with the same header fields
         // on the browser's clock; then the same rewrite as passthrough.
         let packet = if plan.transcode.is_some() {
@@ -857,29 +800,19 @@ impl Call {
             let Call {
                 transcoder,
                 to_sip,
-                rtp,
-                rtp_state,
-                peer,
+                sip,
                 counters,
-                sent_to_sip,
                 ..
             } = self;
             let Some(t) = transcoder.as_mut() else {
                 return;
             };
-            let to = peer.destination().map(|remote| Path {
-                remote,
-                local: peer.local(),
-            });
             let _ = t.to_sip.process(plain, |packet| {
                 if to_sip.rewrite(packet, &plan.to_sip, now).is_err() {
                     return;
                 }
-                if let Some(to) = to {
-                    if send_on(rtp_state, rtp, packet, to).is_ok() {
-                        counters.sent(packet.len());
-                        sent_to_sip.on_sent(packet.len() - header::LEN, header::ts(packet), now);
-                    }
+                if sip.send_rtp(packet, now) {
+                    counters.sent(packet.len());
                 }
             });
             return;
@@ -887,27 +820,23 @@ impl Call {
         if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
             return;
         }
-        if let Some(to) = self.sip_path() {
-            if send_on(&self.rtp_state, &self.rtp, plain, to).is_ok() {
-                self.counters.sent(plain.len());
-                self.sent_to_sip
-                    .on_sent(plain.len() - header::LEN, header::ts(plain), now);
-            }
+        if self.sip.send_rtp(plain, now) {
+            self.counters.sent(plain.len());
         }
     }
 
     /// The next RFC 4733 packet toward the far end, if one is due.
     fn send_dtmf(&mut self, now: Instant) {
-        let (Some(plan), Some(to)) = (self.plan, self.sip_path()) else {
+        // Nowhere to send (held, or no address yet): the events wait rather than play out
+        // unheard.
+        let (Some(plan), Some(_)) = (self.plan, self.sip.rtp_path()) else {
             return;
         };
         let Some(pt) = plan.sip_dtmf else { return };
         let mut packet = [0u8; 16];
         if let Some(n) = self.dtmf_out.poll(now, &mut self.to_sip, pt, &mut packet) {
-            if send_on(&self.rtp_state, &self.rtp, &packet[..n], to).is_ok() {
+            if self.sip.send_rtp(&packet[..n], now) {
                 self.counters.sent(n);
-                self.sent_to_sip
-                    .on_sent(n - header::LEN, header::ts(&packet), now);
             }
         }
     }
@@ -921,24 +850,8 @@ impl Call {
     ) {
         let Some(plan) = self.plan else { return };
         let wall = std::time::SystemTime::now();
-        if let (Some(to), false) = (self.rtcp_to, self.held) {
-            let reception = self.sip_in_ssrc.map(|ssrc| Reception {
-                ssrc,
-                stats: &mut self.sip_rx,
-                peer: self.sip_report,
-            });
-            if let Some(report) = crate::rtcp::build(
-                self.to_sip.out_ssrc(),
-                "gateway",
-                &self.sent_to_sip,
-                plan.clock_rate,
-                reception,
-                now,
-                wall,
-            ) {
-                let _ = send_on(&self.rtcp_state, &self.rtcp, &report, to);
-            }
-        }
+        self.sip
+            .send_report(self.to_sip.out_ssrc(), plan.clock_rate, now, wall);
         if let (Some(to), true) = (self.browser_path, self.leg.is_connected()) {
             let reception = self.browser_in_ssrc.map(|ssrc| Reception {
                 ssrc,
@@ -959,14 +872,6 @@ impl Call {
                 }
             }
         }
-    }
-
-    /// Where RTP to the far end goes, and from which of our addresses.
-    fn sip_path(&self) -> Option<Path> {
-        self.peer.destination().map(|remote| Path {
-            remote,
-            local: self.peer.local(),
-        })
     }
 
     fn fail(&mut self, why: impl Into<Failure>) {
@@ -1000,7 +905,7 @@ impl Call {
             since.is_some_and(|t| now.saturating_duration_since(t) > self.media_timeout)
         };
         let browser_since = self.last_browser_rx.or(Some(self.created));
-        let sip_since = self.peer.last_rx().or(self.sip_since);
+        let sip_since = self.sip.last_rx().or(self.sip_since);
         let leg = if self.sip_since.is_some() && silent(sip_since) {
             Some("sip")
         } else if silent(browser_since) {

@@ -1,0 +1,263 @@
+//! The SIP leg of a call as a transport of its own, the way mediasoup has a PlainTransport
+//! beside its WebRtcTransport: the RTP and RTCP sockets toward the far end, where to send on
+//! them ([`crate::rtp_leg`] decides), and the statistics its RTCP reports are made of. What
+//! goes between this leg and the browser's (rewriting, transcoding, DTMF) is the worker's.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use quinn_udp::UdpSocketState;
+
+use crate::browser_leg::Path;
+use crate::relay::header;
+use crate::rtcp::{PeerReport, Reception, SendStats};
+use crate::rtp_leg::{RtcpPeer, RtpPeer};
+use crate::stats::ReceiveStats;
+use crate::worker::{send_on, Batch};
+
+/// Why a SIP leg's sockets could not be taken on; the text names the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// The RTP socket.
+    #[error("RTP socket: {0}")]
+    Rtp(#[source] io::Error),
+    /// The RTCP socket.
+    #[error("RTCP socket: {0}")]
+    Rtcp(#[source] io::Error),
+}
+
+/// One call's plain RTP/AVP leg toward the far end: its sockets and their state.
+pub struct SipLeg {
+    rtp: UdpSocket,
+    rtp_state: UdpSocketState,
+    rtcp: UdpSocket,
+    rtcp_state: UdpSocketState,
+    peer: RtpPeer,
+    rtcp_peer: RtcpPeer,
+    in_ssrc: Option<u32>,
+    rx: ReceiveStats,
+    sent: SendStats,
+    /// The far end's last sender report, for the LSR/DLSR of ours.
+    report: Option<PeerReport>,
+}
+
+impl SipLeg {
+    /// Takes over a bound RTP socket and its RTCP socket (the RTP port + 1), made
+    /// non-blocking for the worker's poll.
+    pub fn new(rtp: std::net::UdpSocket, rtcp: std::net::UdpSocket) -> Result<Self, SocketError> {
+        rtp.set_nonblocking(true).map_err(SocketError::Rtp)?;
+        rtcp.set_nonblocking(true).map_err(SocketError::Rtcp)?;
+        let rtp = UdpSocket::from_std(rtp);
+        let rtp_state = UdpSocketState::new((&rtp).into()).map_err(SocketError::Rtp)?;
+        let rtcp = UdpSocket::from_std(rtcp);
+        let rtcp_state = UdpSocketState::new((&rtcp).into()).map_err(SocketError::Rtcp)?;
+        Ok(SipLeg {
+            rtp,
+            rtp_state,
+            rtcp,
+            rtcp_state,
+            peer: RtpPeer::new(),
+            rtcp_peer: RtcpPeer::new(),
+            in_ssrc: None,
+            rx: ReceiveStats::default(),
+            sent: SendStats::default(),
+            report: None,
+        })
+    }
+
+    /// Registers both sockets for reading; on failure neither stays registered.
+    pub fn register(
+        &mut self,
+        registry: &Registry,
+        rtp: Token,
+        rtcp: Token,
+    ) -> Result<(), SocketError> {
+        registry
+            .register(&mut self.rtcp, rtcp, Interest::READABLE)
+            .map_err(SocketError::Rtcp)?;
+        if let Err(e) = registry.register(&mut self.rtp, rtp, Interest::READABLE) {
+            let _ = registry.deregister(&mut self.rtcp);
+            return Err(SocketError::Rtp(e));
+        }
+        Ok(())
+    }
+
+    /// Undoes [`SipLeg::register`]; the sockets close when the leg is dropped.
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.rtp);
+        let _ = registry.deregister(&mut self.rtcp);
+    }
+
+    /// The far end's addresses from its SDP: RTP (`None` for none: hold, port 0) and RTCP
+    /// (`a=rtcp`, else the RTP port + 1).
+    pub fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        self.peer.set_signalled(rtp);
+        self.rtcp_peer.set_signalled(rtcp);
+    }
+
+    /// While held by either side we send the far end nothing, RTP or RTCP.
+    pub fn set_hold(&mut self, held: bool) {
+        self.peer.set_hold(held);
+        self.rtcp_peer.set_hold(held);
+    }
+
+    /// Reads what the RTP socket has into `batch`.
+    pub(crate) fn recv_rtp(&self, batch: &mut Batch) -> io::Result<usize> {
+        batch.recv(&self.rtp_state, &self.rtp)
+    }
+
+    /// Reads what the RTCP socket has into `batch`.
+    pub(crate) fn recv_rtcp(&self, batch: &mut Batch) -> io::Result<usize> {
+        batch.recv(&self.rtcp_state, &self.rtcp)
+    }
+
+    /// A datagram on the RTP socket came along `from`: whether it is the far end's (the
+    /// latched source), to be relayed; anything else is dropped.
+    #[inline]
+    pub fn accept(&mut self, from: Path, now: Instant) -> bool {
+        self.peer.on_receive(from.remote, from.local, now)
+    }
+
+    /// An accepted RTP packet, for our reception reports: its SSRC and sequence/timing.
+    #[inline]
+    pub fn on_rtp(&mut self, packet: &[u8], now: Instant, clock_rate: u32) {
+        self.in_ssrc = Some(header::ssrc(packet));
+        self.rx
+            .on_packet(header::seq(packet), header::ts(packet), now, clock_rate);
+    }
+
+    /// A datagram on the RTCP socket came along `from`: latch our RTCP's destination to it
+    /// (the first time) and keep the far end's sender report, whoever sent it.
+    pub fn on_rtcp(&mut self, packet: &[u8], from: Path) {
+        self.rtcp_peer.on_receive(from);
+        if let Some((_, lsr)) = crate::rtcp::sender_report(packet) {
+            self.report = Some(PeerReport {
+                lsr,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    /// Where our RTP goes, and from which of our addresses: `None` before the far end's
+    /// address is known and while held.
+    #[inline]
+    pub fn rtp_path(&self) -> Option<Path> {
+        self.peer.path()
+    }
+
+    /// Sends one RTP packet (header included) to the far end, from the local address it
+    /// sends to; counted for our sender reports when it left. `false` when it did not
+    /// (nowhere to send, or the socket refused).
+    #[inline]
+    pub fn send_rtp(&mut self, packet: &[u8], now: Instant) -> bool {
+        let Some(to) = self.peer.path() else {
+            return false;
+        };
+        if send_on(&self.rtp_state, &self.rtp, packet, to).is_err() {
+            return false;
+        }
+        self.sent
+            .on_sent(packet.len() - header::LEN, header::ts(packet), now);
+        true
+    }
+
+    /// Our RTCP to the far end, unless held or nowhere to send: a sender report for what we
+    /// sent as `ssrc` on `clock_rate`, with a reception block for what it sent us.
+    pub fn send_report(&mut self, ssrc: u32, clock_rate: u32, now: Instant, wall: SystemTime) {
+        let Some(to) = self.rtcp_peer.destination() else {
+            return;
+        };
+        let reception = self.in_ssrc.map(|ssrc| Reception {
+            ssrc,
+            stats: &mut self.rx,
+            peer: self.report,
+        });
+        if let Some(report) = crate::rtcp::build(
+            ssrc, "gateway", &self.sent, clock_rate, reception, now, wall,
+        ) {
+            let _ = send_on(&self.rtcp_state, &self.rtcp, &report, to);
+        }
+    }
+
+    /// What we received from the far end.
+    pub fn rx(&self) -> &ReceiveStats {
+        &self.rx
+    }
+
+    /// When media last arrived from the far end.
+    pub fn last_rx(&self) -> Option<Instant> {
+        self.peer.last_rx()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdSocket;
+    use std::time::Duration;
+
+    /// A loopback socket; the far end's block briefly on reads.
+    fn bound() -> StdSocket {
+        let s = StdSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s
+    }
+
+    fn addr(s: &StdSocket) -> SocketAddr {
+        s.local_addr().expect("address")
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    fn recv(s: &StdSocket) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).expect("a datagram");
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn sends_rtp_and_rtcp_only_where_the_latches_say() {
+        let mut leg = SipLeg::new(bound(), bound()).expect("leg");
+        let (far_rtp, far_rtcp) = (bound(), bound());
+        let now = Instant::now();
+        assert!(!leg.send_rtp(&rtp(1), now), "no address yet");
+        assert_eq!(leg.rtp_path(), None);
+
+        leg.set_remote(Some(addr(&far_rtp)), Some(addr(&far_rtcp)));
+        assert!(leg.send_rtp(&rtp(2), now));
+        assert_eq!(recv(&far_rtp), rtp(2));
+
+        assert!(leg.accept(Path::to(addr(&far_rtp)), now));
+        leg.on_rtp(&rtp(7), now, 8000);
+        assert_eq!(leg.rx().received(), 1);
+        assert_eq!(leg.last_rx(), Some(now));
+
+        leg.send_report(42, 8000, now, SystemTime::now());
+        let report = recv(&far_rtcp);
+        assert!(
+            crate::rtcp::sender_report(&report).is_some(),
+            "a sender report: we sent RTP"
+        );
+
+        // The far end's RTCP comes from elsewhere: ours follows it there.
+        let moved = bound();
+        leg.on_rtcp(&[], Path::to(addr(&moved)));
+        leg.send_report(42, 8000, now, SystemTime::now());
+        assert!(crate::rtcp::sender_report(&recv(&moved)).is_some());
+
+        leg.set_hold(true);
+        assert!(!leg.send_rtp(&rtp(3), now), "held: nothing to the far end");
+        assert_eq!(leg.rtp_path(), None);
+    }
+}
