@@ -186,7 +186,7 @@ pub struct Config {
     /// Media worker threads.
     pub media_workers: usize,
     /// Session timer settings (RFC 4028).
-    pub session_timer: crate::call::session_timer::TimerConfig,
+    pub session_timer: crate::config::TimerConfig,
     /// Whether a REFER from the far end is followed.
     pub accept_refer: bool,
     /// TLS certificate chain and key (PEM files), both or neither.
@@ -522,7 +522,7 @@ impl Config {
             allowed_origins,
             rtp_timeout,
             media_workers,
-            session_timer: crate::call::session_timer::TimerConfig {
+            session_timer: crate::config::TimerConfig {
                 session_expires,
                 min_se,
             },
@@ -768,6 +768,15 @@ fn default_browser_ips(listen: IpAddr, routed: IpAddr, host: Vec<IpAddr>) -> Vec
         ips.push(routed);
     }
     ips
+}
+
+/// RFC 4028 session timer settings (`--session-expires`, `--min-se`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// The interval we ask for, seconds; 0 = we do not ask for session timers.
+    pub session_expires: u32,
+    /// The smallest interval we accept, seconds (RFC 4028: at least 90).
+    pub min_se: u32,
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use gateway::app::App;
+use gateway::call::Env;
 use gateway::config::{Cli, Config};
+use gateway::directory::Directory;
 use gateway::listener::{self, ClientAddr, ConnOptions};
 use gateway::sip::{keepalive, ua};
-use gateway::state::Shared;
 use gateway::{api, ws};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -85,12 +86,12 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let shared = Arc::new(Shared::default());
+    let directory = Arc::new(Directory::default());
     let shutdown = CancellationToken::new();
     let (recovered_tx, recovered) = watch::channel(0u64);
     tokio::spawn(keepalive::run(
         sip.clone(),
-        shared.clone(),
+        directory.clone(),
         cfg.options_interval,
         recovered_tx,
         shutdown.clone(),
@@ -110,23 +111,24 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         )
     })?;
 
-    let app = Arc::new(App {
+    let env = Arc::new(Env {
         cfg: cfg.clone(),
-        shared,
+        directory,
         ua: sip.clone(),
         dialogs: sip.dialogs().clone(),
         media,
-        recovered,
         shutdown: shutdown.clone(),
-        tasks: TaskTracker::new(),
-        resumable: Default::default(),
-        agents: Default::default(),
     });
-    let router_app = app.clone();
+    let app = Arc::new(App {
+        env: env.clone(),
+        recovered,
+        tasks: TaskTracker::new(),
+        limiter: Default::default(),
+    });
     tokio::spawn(ua::serve_incoming(
         incoming,
         sip.dialogs().clone(),
-        Arc::new(move |tx| gateway::call::route_invite(&router_app, tx)),
+        Arc::new(move |tx| gateway::call::route_invite(&env, tx)),
     ));
 
     let ws_conns = listener::accept(

@@ -1,6 +1,6 @@
 //! `GET /api/events`: Server-Sent Events of registration changes, call state changes and
 //! hangups. Every subscriber reads the same broadcast ring; one that falls
-//! [`EVENT_BACKLOG`](crate::state::EVENT_BACKLOG) events behind gets a `dropped` event and is
+//! [`EVENT_BACKLOG`](crate::directory::EVENT_BACKLOG) events behind gets a `dropped` event and is
 //! disconnected, so a stuck reader costs the gateway neither memory nor time.
 
 use std::convert::Infallible;
@@ -27,7 +27,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub(super) async fn events(
     State(app): State<Arc<App>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = app.shared.events.subscribe();
+    let rx = app.directory.events.subscribe();
     let shutdown = app.shutdown.clone();
     let stream = futures_util::stream::unfold(Some(rx), move |rx| {
         let shutdown = shutdown.clone();

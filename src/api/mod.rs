@@ -18,8 +18,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::ToSchema;
 
 use crate::app::App;
-use crate::call::CallView;
-use crate::state::{rfc3339, DnView, RegState};
+use crate::directory::calls::{CallCommand, CallView};
+use crate::directory::{rfc3339, DnView, RegState};
 
 /// The router served on `--api-listen`.
 pub fn router(app: Arc<App>) -> Router {
@@ -90,16 +90,6 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Compares a presented token with the configured one in time independent of where they
-/// differ, so the token cannot be guessed byte by byte.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    let (g, e) = (given.as_bytes(), expected.as_bytes());
-    if g.len() != e.len() {
-        return false;
-    }
-    g.iter().zip(e).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if let Some(expected) = &app.cfg.api_token {
         // Health stays open for load balancers; CORS preflights carry no credentials.
@@ -110,7 +100,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| token_matches(t, expected));
+                .is_some_and(|t| crate::auth::token_matches(t, expected));
             if !ok {
                 return error(
                     StatusCode::UNAUTHORIZED,
@@ -157,15 +147,15 @@ pub struct Reachability {
         (status = 503, description = "The SIP upstream is unreachable", body = Health),
     ))]
 async fn health(State(app): State<Arc<App>>) -> Response {
-    let up = app.shared.upstream();
+    let up = app.directory.upstream();
     let ok = up.reachable;
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: app.shared.started.elapsed().as_secs(),
-        sessions: app.shared.session_count(),
-        registrations: app.shared.registry.registered_count(),
-        active_calls: app.shared.calls.len(),
+        uptime_seconds: app.directory.started.elapsed().as_secs(),
+        sessions: app.directory.sessions.count(),
+        registrations: app.directory.registry.registered_count(),
+        active_calls: app.directory.calls.len(),
         upstream: Reachability {
             reachable: up.reachable,
         },
@@ -187,13 +177,7 @@ pub struct DnList {
 
 /// A DN's view with the call it is in, if any.
 fn with_call(app: &App, mut v: DnView) -> DnView {
-    v.active_call_id = app
-        .shared
-        .calls
-        .iter()
-        .filter(|c| c.dn == v.dn)
-        .min_by_key(|c| c.started_at)
-        .map(|c| c.call_id.clone());
+    v.active_call_id = app.directory.calls.of_dn(&v.dn);
     v
 }
 
@@ -205,7 +189,7 @@ fn with_call(app: &App, mut v: DnView) -> DnView {
     security(("bearer" = [])))]
 async fn dn_list(State(app): State<Arc<App>>) -> Json<DnList> {
     let dns = app
-        .shared
+        .directory
         .registry
         .list()
         .into_iter()
@@ -223,7 +207,7 @@ async fn dn_list(State(app): State<Arc<App>>) -> Json<DnList> {
     ),
     security(("bearer" = [])))]
 async fn dn_one(State(app): State<Arc<App>>, Path(dn): Path<String>) -> Response {
-    match app.shared.registry.get(&dn) {
+    match app.directory.registry.get(&dn) {
         Some(v) => Json(with_call(&app, v)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -258,7 +242,7 @@ pub struct UpstreamView {
     ),
     security(("bearer" = [])))]
 async fn upstream_status(State(app): State<Arc<App>>) -> Json<UpstreamView> {
-    let up = app.shared.upstream();
+    let up = app.directory.upstream();
     Json(UpstreamView {
         upstream: app.cfg.sip_upstream.clone(),
         transport: app.cfg.upstream_transport.as_str(),
@@ -285,10 +269,8 @@ pub struct CallList {
     ),
     security(("bearer" = [])))]
 async fn calls_active(State(app): State<Arc<App>>) -> Json<CallList> {
-    let mut calls: Vec<_> = app.shared.calls.iter().map(|c| c.value().clone()).collect();
-    calls.sort_by_key(|c| c.started_at);
     Json(CallList {
-        calls: calls.iter().map(|c| c.view()).collect(),
+        calls: app.directory.calls.views(),
     })
 }
 
@@ -301,8 +283,8 @@ async fn calls_active(State(app): State<Arc<App>>) -> Json<CallList> {
     ),
     security(("bearer" = [])))]
 async fn call_one(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
-    match app.shared.calls.get(&call_id) {
-        Some(c) => Json(c.view()).into_response(),
+    match app.directory.calls.view(&call_id) {
+        Some(v) => Json(v).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
     }
 }
@@ -316,15 +298,8 @@ async fn call_one(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> R
     ),
     security(("bearer" = [])))]
 async fn call_hangup(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
-    let handle = app
-        .shared
-        .calls
-        .get(&call_id)
-        .and_then(|c| c.handle.clone());
-    match handle {
-        Some(h) if h.send(crate::call::driver::CallCommand::ServerHangup) => {
-            StatusCode::NO_CONTENT.into_response()
-        }
+    match app.directory.calls.handle(&call_id) {
+        Some(h) if h.send(CallCommand::ServerHangup) => StatusCode::NO_CONTENT.into_response(),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
     }
 }
@@ -344,12 +319,10 @@ async fn session_disconnect(
     State(app): State<Arc<App>>,
     Path(session_id): Path<String>,
 ) -> Response {
-    match app.resumable.get(&session_id) {
-        Some(r) => {
-            r.disconnect();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
+    if app.directory.sessions.disconnect(&session_id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "not_found", "no such session")
     }
 }
 
@@ -369,26 +342,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ] {
         registrations.insert(reg_state(s), 0i64);
     }
-    for v in app.shared.registry.list() {
+    for v in app.directory.registry.list() {
         *registrations.entry(reg_state(v.state)).or_default() += 1;
     }
-    let mut calls = std::collections::BTreeMap::new();
-    for s in ["setup", "ringing", "answered"] {
-        calls.insert(s.to_string(), 0i64);
-    }
-    let mut live = media::stats::MediaSnapshot::default();
-    for c in app.shared.calls.iter() {
-        *calls.entry(c.state.to_string()).or_default() += 1;
-        if let Some(m) = c.counters.as_ref().map(|m| m.snapshot()) {
-            live.packets_in += m.packets_in;
-            live.packets_out += m.packets_out;
-            live.bytes_in += m.bytes_in;
-            live.bytes_out += m.bytes_out;
-            live.lost += m.lost;
-        }
-    }
+    let (phases, live) = app.directory.calls.census();
+    let calls: std::collections::BTreeMap<String, i64> = phases
+        .into_iter()
+        .map(|(p, n)| (p.as_str().to_string(), n))
+        .collect();
     let text = crate::metrics::render(&crate::metrics::Gauges {
-        sessions: app.shared.session_count() as i64,
+        sessions: app.directory.sessions.count() as i64,
         registrations: registrations.into_iter().collect(),
         calls: calls.into_iter().collect(),
         live,
@@ -415,16 +378,4 @@ fn reg_state(s: RegState) -> String {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_matches;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches("abc", "abc"));
-        assert!(!token_matches("abd", "abc"));
-        assert!(!token_matches("ab", "abc"));
-    }
 }

@@ -5,7 +5,7 @@
 //! only in how they start; after that one loop serves both.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use media::engine::MediaSession;
 use media::sdp::Direction as SdpDirection;
@@ -24,71 +24,12 @@ use tracing::{debug, info, warn, Instrument};
 use super::session_timer::{self, SessionExpires, SessionTimer, TimerAction, UasDecision};
 use super::state::{Action, CallState, Direction, Event, Input, Phase};
 use super::transfer::{self, Transfer, TransferState};
-use super::{CallInfo, CallNote};
-use crate::app::App;
+use super::Env;
+pub use crate::directory::calls::CallCommand;
+use crate::directory::calls::{self, CallHandle, CallNote, CallRow};
+use crate::protocol;
 use crate::sip::headers;
 use crate::sip::ua::ALLOW;
-use crate::state::rfc3339;
-use crate::ws::protocol;
-
-/// A request from the browser session (or REST) to a call.
-#[derive(Debug)]
-pub enum CallCommand {
-    /// `hangup` from the browser.
-    Hangup,
-    /// Ended by the gateway (REST, the browser gone for good, shutdown).
-    ServerHangup,
-    /// `answer` with the browser's SDP answer.
-    Answer {
-        /// The browser's answer.
-        sdp: String,
-        /// The request to answer (`result`, or `error` when the SDP cannot be used).
-        request_id: String,
-    },
-    /// `reject` with a status.
-    Reject(u16),
-    /// `dtmf` toward the far end.
-    Dtmf {
-        /// Digits (`0-9*#A-D`).
-        digits: String,
-        /// Per digit, ms.
-        duration: u32,
-        /// SIP INFO rather than RFC 4733.
-        info: bool,
-        /// The request to answer.
-        request_id: String,
-    },
-    /// `hold` (true) or `unhold` (false): a re-INVITE with `a=sendonly` / `a=sendrecv`.
-    Hold {
-        /// Hold or take back.
-        on: bool,
-        /// The request to answer (`error` when the far end refused or the call is not
-        /// answered).
-        request_id: String,
-    },
-    /// `transfer`: a blind transfer of the far end to `target` (REFER).
-    Transfer {
-        /// Request-URI of the transfer target.
-        target: String,
-        /// The request to answer.
-        request_id: String,
-    },
-}
-
-/// How the session reaches a call.
-#[derive(Clone, Debug)]
-pub struct CallHandle {
-    /// The call's id in the protocol.
-    pub id: String,
-    cmd: mpsc::UnboundedSender<CallCommand>,
-}
-
-impl CallHandle {
-    /// Sends a command; false if the call is over.
-    pub fn send(&self, c: CallCommand) -> bool {
-        self.cmd.send(c).is_ok()
-    }
-}
 
 /// Everything an outgoing call starts with.
 pub struct Outgoing {
@@ -96,8 +37,6 @@ pub struct Outgoing {
     pub id: String,
     /// The caller's DN.
     pub dn: String,
-    /// Its SIP password, for 401/407 on the INVITE.
-    pub password: String,
     /// Request-URI to call.
     pub target: String,
     /// Our SDP offer for the far end.
@@ -111,7 +50,7 @@ pub struct Outgoing {
 }
 
 struct Ctx {
-    app: Arc<App>,
+    env: Arc<Env>,
     id: String,
     dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
@@ -134,7 +73,7 @@ impl Ctx {
         if LIVE.contains(&kind) {
             let mut live = payload.clone();
             live["dn"] = json!(self.dn);
-            self.app.shared.publish(kind, live);
+            self.env.directory.events.publish(kind, live);
         }
         let _ = self.inbox.send(CallNote {
             call_id: self.id.clone(),
@@ -220,11 +159,7 @@ impl Ctx {
             }
             Event::EarlyMedia => self.tell("earlyMedia", json!({ "callId": self.id })),
             Event::Answered => {
-                self.app.shared.calls.alter(&self.id, |_, mut c: CallInfo| {
-                    c.state = "answered";
-                    c.answered_at = Some(SystemTime::now());
-                    c
-                });
+                self.env.directory.calls.answered(&self.id);
                 self.tell("answered", json!({ "callId": self.id }))
             }
             Event::Hangup {
@@ -282,7 +217,7 @@ enum ToTransferor {
 /// Sends the transferor's NOTIFYs one after the other, each after the previous one's
 /// answer, so they arrive in order. Detached from the call: the old leg's goodbye must
 /// finish even if the call ends meanwhile.
-fn spawn_notifier(dialog: InviteDialog, app: Arc<App>) -> mpsc::UnboundedSender<ToTransferor> {
+fn spawn_notifier(dialog: InviteDialog, env: Arc<Env>) -> mpsc::UnboundedSender<ToTransferor> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         // RFC 3515 lets the first NOTIFY overtake the 202, but transferors that expect the
@@ -313,7 +248,7 @@ fn spawn_notifier(dialog: InviteDialog, app: Arc<App>) -> mpsc::UnboundedSender<
                 if !dialog.state().is_terminated() {
                     let _ = dialog.bye().await;
                 }
-                app.dialogs.remove_dialog(&dialog.id());
+                env.dialogs.remove_dialog(&dialog.id());
             }
             if last {
                 break;
@@ -378,23 +313,26 @@ struct Call {
 
 /// Starts an outgoing call's task.
 pub fn spawn_outgoing(
-    app: Arc<App>,
+    env: Arc<Env>,
     call: Outgoing,
     inbox: mpsc::UnboundedSender<CallNote>,
 ) -> CallHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = CallHandle {
-        id: call.id.clone(),
-        cmd: tx,
-    };
+    let (handle, rx) = CallHandle::new(&call.id);
+    env.directory.calls.insert(CallRow::new(
+        handle.clone(),
+        &call.dn,
+        calls::Direction::Outbound,
+        &call.target,
+        call.media.counters_handle(),
+    ));
     let span = tracing::info_span!("call", call = %call.id, dn = %call.dn, sip_call_id = tracing::field::Empty);
-    tokio::spawn(run_outgoing(app, call, inbox, rx).instrument(span));
+    tokio::spawn(run_outgoing(env, call, inbox, rx).instrument(span));
     handle
 }
 
 /// Our INVITE from `dn` to `target` with `offer`, carrying what we support.
 fn build_invite(
-    app: &App,
+    env: &Env,
     dn: &str,
     target: &str,
     offer: String,
@@ -402,13 +340,13 @@ fn build_invite(
     asked_se: Option<u32>,
     mut headers: Vec<Header>,
 ) -> Result<InviteOption, String> {
-    let ua = &app.ua;
+    let ua = &env.ua;
     let caller = Uri::try_from(ua.aor(dn).as_str()).map_err(|e| e.to_string())?;
     let callee = Uri::try_from(target).map_err(|e| e.to_string())?;
     let contact = Uri::try_from(ua.contact_uri(dn).as_str()).map_err(|e| e.to_string())?;
     headers.push(Header::Allow(ALLOW.into()));
     headers.push(Header::Supported("timer".into()));
-    if let Some((se, min_se)) = session_timer::invite_headers(app.cfg.session_timer, asked_se) {
+    if let Some((se, min_se)) = session_timer::invite_headers(env.cfg.session_timer, asked_se) {
         headers.push(headers::other("Session-Expires", se));
         headers.push(headers::other("Min-SE", min_se));
     }
@@ -426,9 +364,9 @@ fn build_invite(
 }
 
 /// Sends an INVITE; the leg reports on a new channel.
-fn send_invite(app: &App, option: InviteOption) -> Result<SipLeg, String> {
-    let (state_tx, events) = app.dialogs.new_dialog_state_channel();
-    let (dialog, join) = app
+fn send_invite(env: &Env, option: InviteOption) -> Result<SipLeg, String> {
+    let (state_tx, events) = env.dialogs.new_dialog_state_channel();
+    let (dialog, join) = env
         .dialogs
         .do_invite_async(option, state_tx)
         .map_err(|e| e.to_string())?;
@@ -440,13 +378,13 @@ fn send_invite(app: &App, option: InviteOption) -> Result<SipLeg, String> {
 }
 
 async fn run_outgoing(
-    app: Arc<App>,
+    env: Arc<Env>,
     call: Outgoing,
     inbox: mpsc::UnboundedSender<CallNote>,
     cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
     let ctx = Ctx {
-        app: app.clone(),
+        env: env.clone(),
         id: call.id.clone(),
         dn: call.dn.clone(),
         inbox,
@@ -454,7 +392,12 @@ async fn run_outgoing(
     let mut media = call.media;
     let credential = Credential {
         username: call.dn.clone(),
-        password: call.password.clone(),
+        password: env
+            .directory
+            .registry
+            .password(&call.dn)
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default(),
         realm: None,
         ..Default::default()
     };
@@ -464,7 +407,7 @@ async fn run_outgoing(
         .map(|(k, v)| Header::Other(k.clone(), v.clone()))
         .collect();
     let sent = build_invite(
-        &app,
+        &env,
         &call.dn,
         &call.target,
         call.sip_offer.clone(),
@@ -472,7 +415,7 @@ async fn run_outgoing(
         None,
         extra,
     )
-    .and_then(|option| send_invite(&app, option.clone()).map(|leg| (option, leg)));
+    .and_then(|option| send_invite(&env, option.clone()).map(|leg| (option, leg)));
     let (option, leg) = match sent {
         Ok(x) => x,
         Err(e) => {
@@ -486,7 +429,7 @@ async fn run_outgoing(
                     _ => {}
                 }
             }
-            app.shared.calls.remove(&call.id);
+            env.directory.calls.remove(&call.id);
             return;
         }
     };
@@ -503,7 +446,7 @@ async fn run_outgoing(
 
 /// Handles an incoming INVITE for `dn`, whose session listens on `inbox`.
 pub fn spawn_incoming(
-    app: Arc<App>,
+    env: Arc<Env>,
     tx: rsipstack::transaction::transaction::Transaction,
     dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
@@ -511,18 +454,18 @@ pub fn spawn_incoming(
     let id = format!("{:032x}", rand::random::<u128>());
     let span =
         tracing::info_span!("call", call = %id, dn = %dn, sip_call_id = tracing::field::Empty);
-    tokio::spawn(run_incoming(app, tx, id, dn, inbox).instrument(span));
+    tokio::spawn(run_incoming(env, tx, id, dn, inbox).instrument(span));
 }
 
 async fn run_incoming(
-    app: Arc<App>,
+    env: Arc<Env>,
     mut tx: rsipstack::transaction::transaction::Transaction,
     id: String,
     dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
 ) {
     let ctx = Ctx {
-        app: app.clone(),
+        env: env.clone(),
         id: id.clone(),
         dn: dn.clone(),
         inbox,
@@ -531,7 +474,7 @@ async fn run_incoming(
     let se = headers::value(tx.original.headers.iter(), "Session-Expires")
         .and_then(SessionExpires::parse);
     let supported = headers::lists(tx.original.headers.iter(), "Supported", "timer");
-    let timer = session_timer::on_invite(app.cfg.session_timer, se, supported);
+    let timer = session_timer::on_invite(env.cfg.session_timer, se, supported);
     if let UasDecision::TooSmall { min_se } = timer {
         info!(
             min_se,
@@ -545,9 +488,9 @@ async fn run_incoming(
     }
     let peer_update = headers::lists(tx.original.headers.iter(), "Allow", "UPDATE");
 
-    let contact = Uri::try_from(app.ua.contact_uri(&dn).as_str()).ok();
-    let (state_tx, events) = app.dialogs.new_dialog_state_channel();
-    let dialog = match app
+    let contact = Uri::try_from(env.ua.contact_uri(&dn).as_str()).ok();
+    let (state_tx, events) = env.dialogs.new_dialog_state_channel();
+    let dialog = match env
         .dialogs
         .get_or_create_server_invite(&tx, state_tx, None, contact)
     {
@@ -566,28 +509,28 @@ async fn run_incoming(
     let display = from.as_ref().and_then(|f| f.display_name.clone());
     let to_uri = tx.original.uri.to_string();
 
-    let inbound = match app.media.inbound(&offer) {
+    let inbound = match env.media.inbound(&offer) {
         Ok(i) => i,
         Err(e) => {
             info!(error = %e, "incoming offer unusable");
             let mut d = dialog.clone();
             let _ = d.reject(Some(StatusCode::NotAcceptableHere), None);
             let _ = d.handle(&mut tx).await;
-            app.dialogs.remove_dialog(&dialog.id());
+            env.dialogs.remove_dialog(&dialog.id());
             return;
         }
     };
-    let (cmd_tx, cmds) = mpsc::unbounded_channel();
-    let handle = CallHandle {
-        id: id.clone(),
-        cmd: cmd_tx,
-    };
-    let mut info = call_info(&id, &dn, "inbound", &from_uri);
-    info.sip_call_id = Some(sip_call_id);
-    info.counters = Some(inbound.session.counters_handle());
-    info.handle = Some(handle.clone());
-    info.state = "ringing";
-    app.shared.calls.insert(id.clone(), info);
+    let (handle, cmds) = CallHandle::new(&id);
+    let mut row = CallRow::new(
+        handle.clone(),
+        &dn,
+        calls::Direction::Inbound,
+        &from_uri,
+        inbound.session.counters_handle(),
+    );
+    row.sip_call_id = Some(sip_call_id);
+    row.phase = calls::Phase::Ringing;
+    env.directory.calls.insert(row);
 
     // The INVITE server transaction runs beside us: it takes our responses and the ACK.
     let mut tx_dialog = dialog.clone();
@@ -606,7 +549,7 @@ async fn run_incoming(
         o.remove("sdp");
         o.insert("dn".into(), json!(dn));
     }
-    app.shared.publish("incomingCall", live);
+    env.directory.events.publish("incomingCall", live);
     let _ = ctx.inbox.send(CallNote {
         call_id: id.clone(),
         frame: protocol::frame("incomingCall", None, payload),
@@ -639,9 +582,9 @@ async fn run_incoming(
         c.pending_timer = Some((answer.delta, we_refresh));
     }
     c.sip_answer = Some((inbound.sip_answer, answer_headers));
-    c.credential = app.agents.get(&c.dn).map(|l| Credential {
+    c.credential = env.directory.registry.password(&c.dn).map(|p| Credential {
         username: c.dn.clone(),
-        password: l.password.expose().to_string(),
+        password: p.expose().to_string(),
         realm: None,
         ..Default::default()
     });
@@ -751,20 +694,17 @@ impl Call {
         }
     }
 
-    fn app(&self) -> &Arc<App> {
-        &self.ctx.app
+    fn env(&self) -> &Arc<Env> {
+        &self.ctx.env
     }
 
     fn record_sip_call_id(&self) {
         let sip_call_id = self.leg.dialog.id().call_id.clone();
         tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
-        self.app()
-            .shared
+        self.env()
+            .directory
             .calls
-            .alter(&self.ctx.id, |_, mut c: CallInfo| {
-                c.sip_call_id = Some(sip_call_id.clone());
-                c
-            });
+            .update(&self.ctx.id, |c| c.sip_call_id = Some(sip_call_id));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -823,13 +763,13 @@ impl Call {
         }
         self.ctx.refuse_pending(&mut cmds);
         crate::metrics::get().call_media(&self.media.counters_handle().snapshot());
-        let app = self.app().clone();
-        app.shared.calls.remove(&self.ctx.id);
+        let env = self.env().clone();
+        env.directory.calls.remove(&self.ctx.id);
         if let Some(r) = self.replacement.take() {
             let _ = r.leg.dialog.hangup().await;
-            app.dialogs.remove_dialog(&r.leg.dialog.id());
+            env.dialogs.remove_dialog(&r.leg.dialog.id());
         }
-        app.dialogs.remove_dialog(&self.leg.dialog.id());
+        env.dialogs.remove_dialog(&self.leg.dialog.id());
     }
 
     async fn on_command(&mut self, cmd: Option<CallCommand>) -> Option<Input> {
@@ -974,7 +914,7 @@ impl Call {
         info!(to = %target, "REFER");
         self.transfer = Some(Transfer::start(Instant::now()));
         let dialog = self.leg.dialog.clone();
-        let referred_by = format!("<{}>", self.app().ua.aor(&self.dn));
+        let referred_by = format!("<{}>", self.env().ua.aor(&self.dn));
         self.background.spawn(async move {
             let headers = vec![Header::ReferredBy(referred_by.into())];
             let refer_to = format!("<{target}>");
@@ -987,7 +927,7 @@ impl Call {
             if resp.status_code.code() == 422 && self.state.phase() != Phase::Answered {
                 if let Some(leg) = self.retry_after_422(resp) {
                     let old = std::mem::replace(&mut self.leg, leg);
-                    self.app().dialogs.remove_dialog(&old.dialog.id());
+                    self.env().dialogs.remove_dialog(&old.dialog.id());
                     self.record_sip_call_id();
                     return None;
                 }
@@ -1001,7 +941,7 @@ impl Call {
         let min_se = headers::value(resp.headers.iter(), "Min-SE")
             .and_then(|v| v.split(';').next())
             .and_then(|v| v.trim().parse().ok())?;
-        let asked = session_timer::after_422(self.app().cfg.session_timer, self.asked_se, min_se)?;
+        let asked = session_timer::after_422(self.env().cfg.session_timer, self.asked_se, min_se)?;
         let mut option = self.invite.clone()?;
         if let Some(h) = option.headers.as_mut() {
             h.retain(|h| {
@@ -1017,7 +957,7 @@ impl Call {
             min_se = asked,
             "422: INVITE again with a longer session interval"
         );
-        match send_invite(self.app(), option) {
+        match send_invite(self.env(), option) {
             Ok(leg) => Some(leg),
             Err(e) => {
                 warn!(error = %e, "cannot send INVITE after 422");
@@ -1117,13 +1057,10 @@ impl Call {
         }
         self.peer_update = headers::lists(resp.headers.iter(), "Allow", "UPDATE");
         let codec = self.media.codec().map(str::to_string);
-        self.app()
-            .shared
+        self.env()
+            .directory
             .calls
-            .alter(&self.ctx.id, |_, mut c: CallInfo| {
-                c.codec = codec.clone();
-                c
-            });
+            .update(&self.ctx.id, |c| c.codec = codec);
     }
 
     /// A re-INVITE or UPDATE from the far end: an RFC 3264 answer (`held`/`resumed` for the
@@ -1136,7 +1073,7 @@ impl Call {
         let mut headers = vec![Header::Supported("timer".into())];
         let se =
             headers::value(req.headers.iter(), "Session-Expires").and_then(SessionExpires::parse);
-        let min_se = self.app().cfg.session_timer.min_se;
+        let min_se = self.env().cfg.session_timer.min_se;
         if let Some(se) = se {
             if se.delta < min_se {
                 let h = vec![headers::other("Min-SE", min_se.to_string())];
@@ -1239,7 +1176,7 @@ impl Call {
             info!(status = status.code(), why, "REFER refused");
             (status, why.to_string())
         };
-        let outcome = if !self.app().cfg.accept_refer {
+        let outcome = if !self.env().cfg.accept_refer {
             Err(refuse(StatusCode::Forbidden, "incoming REFER is disabled"))
         } else if self.state.phase() != Phase::Answered {
             Err(refuse(StatusCode::Forbidden, "the call is not answered"))
@@ -1282,7 +1219,7 @@ impl Call {
             extra.push(Header::ReferredBy(by.to_string().into()));
         }
         let leg = build_invite(
-            self.app(),
+            self.env(),
             &self.dn,
             &target,
             offer,
@@ -1290,7 +1227,7 @@ impl Call {
             None,
             extra,
         )
-        .and_then(|o| send_invite(self.app(), o));
+        .and_then(|o| send_invite(self.env(), o));
         let leg = match leg {
             Ok(l) => l,
             Err(e) => {
@@ -1301,7 +1238,7 @@ impl Call {
         };
         let _ = handle.reply(StatusCode::Accepted).await;
         info!(to = %target, "REFER accepted: calling the transfer target");
-        let notifier = spawn_notifier(self.leg.dialog.clone(), self.app().clone());
+        let notifier = spawn_notifier(self.leg.dialog.clone(), self.env().clone());
         let _ = notifier.send(ToTransferor::Progress(100));
         self.ctx
             .transfer_state(TransferState::Trying, None, Some(&target));
@@ -1333,18 +1270,15 @@ impl Call {
                     // The old leg hears 200, then (if the transferor does not) our BYE.
                     let _ = r.notifier.send(ToTransferor::Succeeded);
                 } else {
-                    self.app().dialogs.remove_dialog(&old.dialog.id());
+                    self.env().dialogs.remove_dialog(&old.dialog.id());
                 }
                 self.answered_by(&resp);
                 self.record_sip_call_id();
                 let remote = r.target.clone();
-                self.app()
-                    .shared
+                self.env()
+                    .directory
                     .calls
-                    .alter(&self.ctx.id, |_, mut c: CallInfo| {
-                        c.remote = remote.clone();
-                        c
-                    });
+                    .update(&self.ctx.id, |c| c.remote = remote);
                 self.ctx
                     .transfer_state(TransferState::Succeeded, Some(200), Some(&r.target));
                 if self.remote_hold {
@@ -1374,7 +1308,7 @@ impl Call {
         rep.leg.invite = None;
         let status = status?;
         let rep = self.replacement.take()?;
-        self.app().dialogs.remove_dialog(&rep.leg.dialog.id());
+        self.env().dialogs.remove_dialog(&rep.leg.dialog.id());
         self.ctx
             .transfer_state(TransferState::Failed, Some(status), Some(&rep.target));
         if rep.old_gone {
@@ -1413,7 +1347,7 @@ impl Call {
         let mut headers = vec![
             Header::Supported("timer".into()),
             headers::other("Session-Expires", se.value()),
-            headers::other("Min-SE", self.app().cfg.session_timer.min_se.to_string()),
+            headers::other("Min-SE", self.env().cfg.session_timer.min_se.to_string()),
         ];
         let dialog = self.leg.dialog.clone();
         if self.peer_update {
@@ -1601,28 +1535,6 @@ fn error_status(e: &rsipstack::Error) -> u16 {
         rsipstack::Error::DialogError(_, _, status) => status.code(),
         _ => 500,
     }
-}
-
-/// A new call's entry in the REST view.
-pub fn call_info(id: &str, dn: &str, direction: &'static str, remote: &str) -> CallInfo {
-    CallInfo {
-        call_id: id.to_string(),
-        dn: dn.to_string(),
-        direction,
-        remote: remote.to_string(),
-        state: "setup",
-        started_at: SystemTime::now(),
-        answered_at: None,
-        sip_call_id: None,
-        codec: None,
-        counters: None,
-        handle: None,
-    }
-}
-
-/// RFC 3339 of an optional time.
-pub fn time_opt(t: Option<SystemTime>) -> Option<String> {
-    t.map(rfc3339)
 }
 
 #[cfg(test)]

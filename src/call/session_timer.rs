@@ -4,14 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Our settings (`--session-expires`, `--min-se`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimerConfig {
-    /// The interval we ask for, seconds; 0 = we do not ask for session timers.
-    pub session_expires: u32,
-    /// The smallest interval we accept, seconds (RFC 4028: at least 90).
-    pub min_se: u32,
-}
+pub use crate::config::TimerConfig;
 
 /// The party of the INVITE that refreshes (`refresher=uac|uas`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::ua::SipUa;
-use crate::state::{Shared, UpstreamStatus};
+use crate::directory::{Directory, UpstreamStatus};
 
 /// Probe deadline: a probe must finish before the next one is due, and an upstream that takes
 /// longer than 5 s to answer an OPTIONS is not one to send calls to.
@@ -21,14 +21,14 @@ fn probe_deadline(interval: Duration) -> Duration {
 /// Runs until `cancel`. Each transition from unreachable to reachable bumps `recovered`.
 pub async fn run(
     ua: Arc<SipUa>,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     interval: Duration,
     recovered: watch::Sender<u64>,
     cancel: CancellationToken,
 ) {
     let mut was_reachable: Option<bool> = None;
     loop {
-        let status = probe(&ua, &shared, probe_deadline(interval)).await;
+        let status = probe(&ua, &directory, probe_deadline(interval)).await;
         match (was_reachable, status.reachable) {
             (Some(false), true) => {
                 info!("SIP upstream reachable again");
@@ -53,7 +53,7 @@ pub async fn run(
     }
 }
 
-async fn probe(ua: &SipUa, shared: &Shared, deadline: Duration) -> UpstreamStatus {
+async fn probe(ua: &SipUa, directory: &Directory, deadline: Duration) -> UpstreamStatus {
     let cfg = ua.config();
     let target = format!("sip:{}:{}", cfg.upstream_host, cfg.upstream_port);
     let from = format!("sip:gateway@{}", cfg.sip_domain);
@@ -74,7 +74,7 @@ async fn probe(ua: &SipUa, shared: &Shared, deadline: Duration) -> UpstreamStatu
         }
         Err(e) => Err(e),
     };
-    let mut status = shared.upstream();
+    let mut status = directory.upstream();
     status.last_checked_at = Some(SystemTime::now());
     match result {
         // Any answer but our own stack's 408 proves the upstream is there (a 404 or 405 to
@@ -89,6 +89,6 @@ async fn probe(ua: &SipUa, shared: &Shared, deadline: Duration) -> UpstreamStatu
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
         }
     }
-    shared.set_upstream(status.clone());
+    directory.set_upstream(status.clone());
     status
 }

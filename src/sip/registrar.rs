@@ -2,7 +2,6 @@
 //! feeds back responses, time-outs and upstream recoveries, keeps the shared registry in step
 //! and reports to the owning browser session.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,33 +13,12 @@ use tracing::{info, warn, Instrument};
 use super::digest;
 use super::registration::{Action, AuthToSend, Outcome, Registration, Reply};
 use super::ua::{self, SipError, SipUa};
-use crate::state::{RegState, Shared};
+use crate::auth::Secret;
+use crate::directory::{Directory, RegState};
 
 /// How long the gateway waits for a final answer to one REGISTER before it treats the
 /// registrar as not answering (the transaction's own Timer F is 32 s; a browser waits less).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A password that never shows up in `Debug` output or logs.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a password.
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-
-    /// The password itself, for digest computation only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// What the registration tells its session.
 pub type RegEvent = Outcome;
@@ -78,14 +56,14 @@ impl RegistrationHandle {
 /// Starts the registration task. Its events go to `events`.
 pub fn spawn(
     ua: Arc<SipUa>,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     params: RegistrationParams,
     recovered: watch::Receiver<u64>,
     events: mpsc::UnboundedSender<RegEvent>,
 ) -> RegistrationHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let span = tracing::info_span!("registration", dn = %params.dn, session = %params.session_id);
-    tokio::spawn(run(ua, shared, params, recovered, events, cmd_rx).instrument(span));
+    tokio::spawn(run(ua, directory, params, recovered, events, cmd_rx).instrument(span));
     RegistrationHandle { cmd: cmd_tx }
 }
 
@@ -101,7 +79,7 @@ type Inflight = std::pin::Pin<
 
 async fn run(
     ua: Arc<SipUa>,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     params: RegistrationParams,
     mut recovered: watch::Receiver<u64>,
     events: mpsc::UnboundedSender<RegEvent>,
@@ -143,7 +121,7 @@ async fn run(
                     match &outcome {
                         Outcome::Registered { expires } => {
                             info!(expires, "registered");
-                            shared.registry.set_registered(
+                            directory.registry.set_registered(
                                 &params.dn,
                                 &contact,
                                 Duration::from_secs(u64::from(*expires)),
@@ -154,11 +132,11 @@ async fn run(
                         }
                         Outcome::Lost { status } => {
                             warn!(status, retry_in = ?params.retry, "registration refresh failed; retrying");
-                            shared.registry.set_state(&params.dn, RegState::Failed);
+                            directory.registry.set_state(&params.dn, RegState::Failed);
                         }
                         Outcome::Unregistered => {
                             info!("unregistered");
-                            shared
+                            directory
                                 .registry
                                 .set_state(&params.dn, RegState::Unregistered);
                         }
@@ -211,7 +189,7 @@ async fn run(
             }
         }
     }
-    shared.registry.release(&params.dn, &params.session_id);
+    directory.registry.release(&params.dn, &params.session_id);
     for w in waiters {
         let _ = w.send(());
     }
@@ -246,7 +224,7 @@ fn register_request(
         let value = digest::authorization(
             &auth.challenge,
             &params.dn,
-            &params.password.0,
+            params.password.expose(),
             "REGISTER",
             &request_uri,
             auth.nc,

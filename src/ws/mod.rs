@@ -1,7 +1,5 @@
 //! The browser side: the WebSocket endpoint on `--ws-listen` (PROTOCOL.md).
 
-pub mod limits;
-pub mod protocol;
 pub mod session;
 
 use std::sync::Arc;
@@ -95,7 +93,7 @@ async fn upgrade(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let given = params.token.as_deref().or(bearer);
-        if !given.is_some_and(|g| crate::api::token_matches(g, expected)) {
+        if !given.is_some_and(|g| crate::auth::token_matches(g, expected)) {
             return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
         }
     }
@@ -120,7 +118,6 @@ async fn upgrade(
         .map(|c| c.0 .0.ip());
     if let Some(ip) = peer_ip {
         let allowed = app
-            .shared
             .limiter
             .connect(ip, &app.cfg.limits, std::time::Instant::now());
         if !allowed {

@@ -1,7 +1,6 @@
 //! One browser session: one task per socket. It owns the session's registration and, when
 //! the socket goes away, keeps it for the grace period before unregistering.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,14 +10,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use super::protocol::{self, ErrorCode, Request};
+use crate::protocol::{self, ErrorCode, Request};
 use std::collections::HashMap;
 
 use crate::app::App;
-use crate::call::driver::{CallCommand, CallHandle};
-use crate::call::CallNote;
-use crate::sip::registrar::{self, RegEvent, RegistrationHandle, RegistrationParams, Secret};
-use crate::state::rfc3339;
+use crate::auth::Secret;
+use crate::directory::calls::{CallCommand, CallHandle, CallNote};
+use crate::directory::rfc3339;
+use crate::directory::sessions::{Attach, Resumable, ResumeRefused};
+use crate::directory::AgentLink;
+use crate::sip::registrar::{self, RegEvent, RegistrationHandle, RegistrationParams};
 
 /// How long a session waits for its registration to finish unregistering at the end.
 const UNREGISTER_WAIT: Duration = Duration::from_secs(12);
@@ -37,29 +38,6 @@ struct Registration {
     pending_unregister: Vec<String>,
     /// The state last told to the browser: events go out on changes only, not on refreshes.
     told: Option<&'static str>,
-    /// For 401/407 on the DN's INVITEs.
-    password: Secret,
-}
-
-/// A socket handed to an existing session by `resume`, with the request to answer.
-pub struct Attach {
-    socket: WebSocket,
-    request_id: String,
-}
-
-/// How a new connection finds a session to resume.
-pub struct Resumable {
-    token: String,
-    attach: mpsc::UnboundedSender<Attach>,
-    kick: Arc<tokio::sync::Notify>,
-}
-
-impl Resumable {
-    /// Closes the session's socket from the server side; the session enters its grace
-    /// period, and a `resume` takes it back (operators use it to move a browser).
-    pub fn disconnect(&self) {
-        self.kick.notify_one();
-    }
 }
 
 struct Session {
@@ -77,7 +55,7 @@ struct Session {
     /// Where the browser connected from (`None` when the server cannot tell).
     peer_ip: Option<std::net::IpAddr>,
     /// Requests this session may still send this second.
-    requests: super::limits::TokenBucket,
+    requests: crate::limits::TokenBucket,
 }
 
 /// Why the socket loop ended.
@@ -113,14 +91,13 @@ fn random_hex() -> String {
 pub async fn run(socket: WebSocket, app: Arc<App>, peer_ip: Option<std::net::IpAddr>) {
     let id = random_hex();
     let span = tracing::info_span!("session", session = %id, dn = tracing::field::Empty);
-    app.shared.sessions.fetch_add(1, Ordering::Relaxed);
     let (reg_tx, reg_rx) = mpsc::unbounded_channel();
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let (attach_tx, attach_rx) = mpsc::unbounded_channel();
     let token = random_hex();
     let kick = Arc::new(tokio::sync::Notify::new());
-    app.resumable.insert(
-        id.clone(),
+    app.directory.sessions.open(
+        &id,
         Resumable {
             token: token.clone(),
             attach: attach_tx,
@@ -140,15 +117,14 @@ pub async fn run(socket: WebSocket, app: Arc<App>, peer_ip: Option<std::net::IpA
         peer_ip,
         requests: {
             let rate = f64::from(app.cfg.limits.requests_per_second);
-            super::limits::TokenBucket::new(rate, rate * 2.0, std::time::Instant::now())
+            crate::limits::TokenBucket::new(rate, rate * 2.0, std::time::Instant::now())
         },
     };
     session
         .serve(socket, token, reg_rx, attach_rx, call_rx)
         .instrument(span)
         .await;
-    app.resumable.remove(&id);
-    app.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+    app.directory.sessions.close(&id);
 }
 
 impl Session {
@@ -449,9 +425,7 @@ impl Session {
             frames.append(&mut self.on_reg_event(ev));
         }
         if let Some(reg) = self.reg.take() {
-            self.app
-                .agents
-                .remove_if(&reg.dn, |_, l| l.session_id == self.id);
+            self.app.directory.registry.unlink(&reg.dn, &self.id);
         }
         frames
     }
@@ -555,7 +529,7 @@ impl Session {
             )];
         }
         if let Some(ip) = self.peer_ip {
-            let limited = self.app.shared.limiter.register(
+            let limited = self.app.limiter.register(
                 ip,
                 &p.dn,
                 &self.app.cfg.limits,
@@ -577,9 +551,14 @@ impl Session {
         }
         if self
             .app
-            .shared
+            .directory
             .registry
-            .claim(&p.dn, &self.id, p.display_name.clone())
+            .claim(
+                &p.dn,
+                &self.id,
+                p.display_name.clone(),
+                Secret::new(p.password.clone()),
+            )
             .is_err()
         {
             return vec![protocol::error(
@@ -593,7 +572,7 @@ impl Session {
         info!(dn = %p.dn, "registering");
         let handle = registrar::spawn(
             self.app.ua.clone(),
-            self.app.shared.clone(),
+            self.app.directory.clone(),
             RegistrationParams {
                 dn: p.dn.clone(),
                 password: Secret::new(p.password.clone()),
@@ -610,7 +589,6 @@ impl Session {
             pending_register: Some(id),
             pending_unregister: Vec::new(),
             told: None,
-            password: Secret::new(p.password.clone()),
         });
         Vec::new()
     }
@@ -629,10 +607,17 @@ impl Session {
                 "this session has its own registration; resume from a new connection",
             );
         }
-        let target = match self.app.resumable.get(&p.session_id) {
-            Some(r) if crate::api::token_matches(&p.resume_token, &r.token) => r.attach.clone(),
-            Some(_) => return refuse(ErrorCode::Unauthorized, "wrong resumeToken"),
-            None => {
+        let target = match self
+            .app
+            .directory
+            .sessions
+            .attach_to(&p.session_id, &p.resume_token)
+        {
+            Ok(attach) => attach,
+            Err(ResumeRefused::WrongToken) => {
+                return refuse(ErrorCode::Unauthorized, "wrong resumeToken")
+            }
+            Err(ResumeRefused::Unknown) => {
                 return refuse(
                     ErrorCode::InvalidState,
                     "no such session to resume (unknown, or its grace period is over)",
@@ -666,9 +651,6 @@ impl Session {
             Err(e) => return refuse(ErrorCode::MediaFailed, &e.to_string()),
         };
         let call_id = random_hex();
-        let mut info = crate::call::driver::call_info(&call_id, &reg.dn, "outbound", &target);
-        info.counters = Some(out.session.counters_handle());
-        self.app.shared.calls.insert(call_id.clone(), info);
         let headers = p
             .headers
             .unwrap_or_default()
@@ -677,11 +659,10 @@ impl Session {
             .collect();
         info!(call = %call_id, to = %target, "outgoing call");
         let handle = crate::call::driver::spawn_outgoing(
-            self.app.clone(),
+            self.app.env.clone(),
             crate::call::driver::Outgoing {
                 id: call_id.clone(),
                 dn: reg.dn.clone(),
-                password: reg.password.expose().to_string(),
                 target,
                 sip_offer: out.sip_offer,
                 headers,
@@ -690,10 +671,6 @@ impl Session {
             },
             self.call_tx.clone(),
         );
-        self.app.shared.calls.alter(&call_id, |_, mut c| {
-            c.handle = Some(handle.clone());
-            c
-        });
         self.calls.insert(call_id.clone(), handle);
         vec![protocol::frame(
             "result",
@@ -791,7 +768,7 @@ impl Session {
         };
         let dn = reg.dn.clone();
         let state = |state: &str, reason: Option<&str>, sip_status: Option<u16>| {
-            app.shared.publish(
+            app.directory.events.publish(
                 "registrationState",
                 json!({ "dn": dn, "state": state, "reason": reason, "sipStatus": sip_status, "sessionId": session_id }),
             );
@@ -809,7 +786,7 @@ impl Session {
         match ev {
             RegEvent::Registered { expires } => {
                 if let Some(ip) = self.peer_ip {
-                    self.app.shared.limiter.auth_ok(ip, &dn);
+                    self.app.limiter.auth_ok(ip, &dn);
                 }
                 let mut out = Vec::new();
                 if let Some(id) = reg.pending_register.take() {
@@ -822,12 +799,11 @@ impl Session {
                 if reg.told.replace("registered") != Some("registered") {
                     out.push(state("registered", None, None));
                 }
-                self.app.agents.insert(
-                    dn.clone(),
-                    crate::call::AgentLink {
+                self.app.directory.registry.link(
+                    &dn,
+                    AgentLink {
                         session_id: self.id.clone(),
                         inbox: self.call_tx.clone(),
-                        password: reg.password.clone(),
                     },
                 );
                 out
@@ -835,7 +811,6 @@ impl Session {
             RegEvent::Rejected { status, auth } => {
                 if let (true, Some(ip)) = (auth, self.peer_ip) {
                     self.app
-                        .shared
                         .limiter
                         .auth_failed(ip, &dn, std::time::Instant::now());
                 }
@@ -860,9 +835,7 @@ impl Session {
                     };
                     out.push(protocol::error(Some(&id), code, &message, sip));
                 }
-                self.app
-                    .agents
-                    .remove_if(&dn, |_, l| l.session_id == self.id);
+                self.app.directory.registry.unlink(&dn, &self.id);
                 self.reg = None;
                 out
             }
@@ -892,9 +865,7 @@ impl Session {
                     out.push(protocol::frame("result", Some(&id), json!({})));
                 }
                 out.push(state("unregistered", None, None));
-                self.app
-                    .agents
-                    .remove_if(&dn, |_, l| l.session_id == self.id);
+                self.app.directory.registry.unlink(&dn, &self.id);
                 self.reg = None;
                 out
             }

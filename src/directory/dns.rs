@@ -1,15 +1,20 @@
-//! Shared views of registrations and of the upstream, read by REST and written by the SIP side.
+//! The DN table: who owns each extension, where its registration stands, and, once it is
+//! registered, where its incoming calls go (the session's inbox) with its SIP password.
 //!
-//! DashMap for now; the REST layer only sees [`DnView`] snapshots, so a shared store can
-//! replace the map later without touching handlers.
+//! Written by the owning session (claim, link) and its REGISTER client (state, release);
+//! REST only sees [`DnView`] snapshots, so a shared store can replace the map later without
+//! touching handlers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::calls::CallNote;
+use super::rfc3339;
+use crate::auth::Secret;
 
 /// Where a DN's registration stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -47,6 +52,15 @@ pub struct DnView {
     pub active_call_id: Option<String>,
 }
 
+/// Where an agent's incoming calls go: its browser session.
+#[derive(Clone, Debug)]
+pub struct AgentLink {
+    /// The owning session.
+    pub session_id: String,
+    /// The session's inbox.
+    pub inbox: mpsc::UnboundedSender<CallNote>,
+}
+
 #[derive(Clone, Debug)]
 struct DnEntry {
     display_name: Option<String>,
@@ -55,11 +69,10 @@ struct DnEntry {
     expires_at: Option<SystemTime>,
     registered_at: Option<SystemTime>,
     session_id: String,
-}
-
-/// Formats a time the way REST.md asks: RFC 3339 UTC with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    /// The DN's SIP password: the REGISTER client's, and for 401/407 on the DN's INVITEs.
+    password: Secret,
+    /// Set while registered: incoming calls are routed here.
+    link: Option<AgentLink>,
 }
 
 /// DN registrations by DN. One session owns a DN at a time.
@@ -79,6 +92,7 @@ impl Registry {
         dn: &str,
         session_id: &str,
         display_name: Option<String>,
+        password: Secret,
     ) -> Result<(), AlreadyClaimed> {
         match self.dns.entry(dn.to_string()) {
             Entry::Occupied(_) => Err(AlreadyClaimed),
@@ -90,6 +104,8 @@ impl Registry {
                     expires_at: None,
                     registered_at: None,
                     session_id: session_id.to_string(),
+                    password,
+                    link: None,
                 });
                 Ok(())
             }
@@ -122,6 +138,34 @@ impl Registry {
                 e.expires_at = None;
             }
         }
+    }
+
+    /// Routes the DN's incoming calls to `link` (its session, once registered).
+    pub fn link(&self, dn: &str, link: AgentLink) {
+        if let Some(mut e) = self.dns.get_mut(dn) {
+            if e.session_id == link.session_id {
+                e.link = Some(link);
+            }
+        }
+    }
+
+    /// Stops routing the DN's calls to `session_id` (its registration ended or failed).
+    pub fn unlink(&self, dn: &str, session_id: &str) {
+        if let Some(mut e) = self.dns.get_mut(dn) {
+            if e.session_id == session_id {
+                e.link = None;
+            }
+        }
+    }
+
+    /// Where the DN's incoming calls go, if it is registered.
+    pub fn agent(&self, dn: &str) -> Option<AgentLink> {
+        self.dns.get(dn).and_then(|e| e.link.clone())
+    }
+
+    /// The DN's SIP password, for digest authentication of its requests.
+    pub fn password(&self, dn: &str) -> Option<Secret> {
+        self.dns.get(dn).map(|e| e.password.clone())
     }
 
     /// A snapshot of one DN.
@@ -158,121 +202,62 @@ fn view(dn: &str, e: &DnEntry) -> DnView {
     }
 }
 
-/// The SIP upstream as the OPTIONS probe last saw it (REST.md `/api/genesys/status`).
-#[derive(Clone, Debug, Default)]
-pub struct UpstreamStatus {
-    /// The last probe got a response.
-    pub reachable: bool,
-    /// Round trip of the last successful probe.
-    pub last_rtt: Option<Duration>,
-    /// When the last probe finished.
-    pub last_checked_at: Option<SystemTime>,
-    /// Probes failed in a row.
-    pub consecutive_failures: u32,
-}
-
-/// Everything the servers share.
-pub struct Shared {
-    /// DN registrations.
-    pub registry: Registry,
-    /// Upstream status, written by the OPTIONS probe.
-    pub upstream: Mutex<UpstreamStatus>,
-    /// Open browser sessions (connected or in their grace period).
-    pub sessions: AtomicUsize,
-    /// Process start, for uptime.
-    pub started: Instant,
-    /// Active calls by protocol call id.
-    pub calls: DashMap<String, crate::call::CallInfo>,
-    /// Live events for `/api/events` subscribers.
-    pub events: tokio::sync::broadcast::Sender<LiveEvent>,
-    /// Rate limits' state.
-    pub limiter: crate::ws::limits::Limiter,
-}
-
-/// Events one `/api/events` subscriber may fall behind by before it is dropped: a slow
-/// reader must never slow the gateway, and memory per subscriber stays bounded.
-pub const EVENT_BACKLOG: usize = 1024;
-
-/// A live event: its `type` (the SSE `event:` name) and its JSON (`data:`).
-#[derive(Clone, Debug)]
-pub struct LiveEvent {
-    /// `registrationState`, `ringing`, `answered`, `hangup`, …
-    pub kind: String,
-    /// The JSON object, with `type` in it.
-    pub data: std::sync::Arc<str>,
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            registry: Registry::default(),
-            upstream: Mutex::new(UpstreamStatus::default()),
-            sessions: AtomicUsize::new(0),
-            started: Instant::now(),
-            calls: DashMap::new(),
-            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
-            limiter: Default::default(),
-        }
-    }
-}
-
-impl Shared {
-    /// A copy of the upstream status; a poisoned lock still yields the last value.
-    pub fn upstream(&self) -> UpstreamStatus {
-        match self.upstream.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Replaces the upstream status.
-    pub fn set_upstream(&self, s: UpstreamStatus) {
-        match self.upstream.lock() {
-            Ok(mut g) => *g = s,
-            Err(p) => *p.into_inner() = s,
-        }
-    }
-
-    /// Number of open sessions.
-    /// Publishes a live event (nobody listening is fine). `payload` must be a JSON object; it
-    /// gets `type: kind` added.
-    pub fn publish(&self, kind: &str, mut payload: serde_json::Value) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        if let Some(o) = payload.as_object_mut() {
-            o.insert("type".into(), serde_json::Value::from(kind));
-        }
-        let _ = self.events.send(LiveEvent {
-            kind: kind.to_string(),
-            data: payload.to_string().into(),
-        });
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pw() -> Secret {
+        Secret::new("pass5001".into())
+    }
+
+    #[test]
+    fn only_a_registered_owner_gets_calls() {
+        let r = Registry::default();
+        r.claim("5001", "s1", None, pw()).expect("free");
+        let (inbox, _rx) = mpsc::unbounded_channel();
+        assert!(r.agent("5001").is_none(), "claimed is not registered");
+        r.link(
+            "5001",
+            AgentLink {
+                session_id: "s2".into(),
+                inbox: inbox.clone(),
+            },
+        );
+        assert!(r.agent("5001").is_none(), "only the owner links");
+        r.link(
+            "5001",
+            AgentLink {
+                session_id: "s1".into(),
+                inbox,
+            },
+        );
+        assert_eq!(r.agent("5001").map(|l| l.session_id), Some("s1".into()));
+        assert_eq!(
+            r.password("5001").map(|p| p.expose().to_string()),
+            Some("pass5001".into())
+        );
+        r.unlink("5001", "s2");
+        assert!(r.agent("5001").is_some(), "only the owner unlinks");
+        r.unlink("5001", "s1");
+        assert!(r.agent("5001").is_none());
+    }
+
     #[test]
     fn one_owner_per_dn() {
         let r = Registry::default();
-        assert!(r.claim("5001", "s1", None).is_ok());
-        assert_eq!(r.claim("5001", "s2", None), Err(AlreadyClaimed));
+        assert!(r.claim("5001", "s1", None, pw()).is_ok());
+        assert_eq!(r.claim("5001", "s2", None, pw()), Err(AlreadyClaimed));
         r.release("5001", "s2");
         assert!(r.get("5001").is_some(), "only the owner releases");
         r.release("5001", "s1");
-        assert!(r.claim("5001", "s2", None).is_ok());
+        assert!(r.claim("5001", "s2", None, pw()).is_ok());
     }
 
     #[test]
     fn registered_view_has_expiry() {
         let r = Registry::default();
-        r.claim("5001", "s1", Some("Alice".into())).expect("free");
+        r.claim("5001", "s1", Some("Alice".into()), pw())
+            .expect("free");
         r.set_registered("5001", "sip:5001@127.0.0.1:5070", Duration::from_secs(60));
         let v = r.get("5001").expect("present");
         assert_eq!(v.state, RegState::Registered);
