@@ -6,12 +6,13 @@
 //! the kernel would otherwise pick the reply's source by route, and a browser drops a STUN
 //! response that does not come from the address it checked (RFC 8445 §7.2.5.2.1).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::dtls::{DtlsCertificate, DtlsEndpoint, DtlsRole};
 use crate::ice_lite::{IceLite, StunOutcome};
 use crate::srtp::SrtpSession;
+pub use crate::udp::Path;
 
 /// RFC 7675: consent is lost when the browser stops checking for this long.
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,26 +27,6 @@ pub const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
 /// browser that went away sends none, a connected one checks every few seconds at most, one
 /// without an answer several times a second.
 pub const UNANSWERED_CHECKS: u32 = 5;
-
-/// The way one datagram came: the browser's address and our local address it was sent to
-/// (`None` where the kernel did not say, e.g. a socket bound to one address needs no answer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Path {
-    /// The browser's address (its candidate, or its TURN relay's).
-    pub remote: SocketAddr,
-    /// Our address the browser sent to: replies must leave from it.
-    pub local: Option<IpAddr>,
-}
-
-impl Path {
-    /// A path whose local address is unknown (or does not matter).
-    pub fn to(remote: SocketAddr) -> Path {
-        Path {
-            remote,
-            local: None,
-        }
-    }
-}
 
 /// Where to send a datagram: called with the bytes and the path they take.
 pub type Transmit<'a> = dyn FnMut(&[u8], Path) + 'a;

@@ -15,4 +15,5 @@ pub mod sip_leg;
 pub mod srtp;
 pub mod stats;
 pub mod transcode;
+pub mod udp;
 pub mod worker;

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::browser_leg::Path;
+use crate::udp::Path;
 
 /// Addressing state of one plain RTP leg's RTP.
 #[derive(Debug, Default, Clone)]

@@ -11,12 +11,12 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use quinn_udp::UdpSocketState;
 
-use crate::browser_leg::Path;
 use crate::relay::header;
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::rtp_leg::{RtcpPeer, RtpPeer};
 use crate::stats::ReceiveStats;
-use crate::worker::{send_on, Batch};
+use crate::udp::Path;
+use crate::udp::{send_on, Batch};
 
 /// Why a SIP leg's sockets could not be taken on; the text names the socket.
 #[derive(Debug, thiserror::Error)]

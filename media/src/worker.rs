@@ -10,95 +10,24 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::io::IoSliceMut;
-
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use quinn_udp::{UdpSocketState, BATCH_SIZE};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Path, Received};
+use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Received};
 use crate::dtls::DtlsCertificate;
 use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
 use crate::transcode::{TranscodePlan, Transcoder};
+use crate::udp::{send_on, Batch, Path, MTU};
 
 const WAKER: Token = Token(0);
 const BROWSER: Token = Token(1);
 /// Housekeeping cadence: DTLS timers, time-outs, stats publication.
 const TICK: Duration = Duration::from_millis(20);
-/// Largest datagram relayed.
-const MTU: usize = 1500;
-/// One receive slot: with UDP GRO the kernel may hand over up to 64 datagrams of a flow at
-/// once, `stride` bytes apart.
-const SLOT: usize = 64 * MTU;
-
-/// Datagrams received with one `recvmmsg` (through quinn-udp), reused for every read.
-#[derive(Default)]
-pub(crate) struct Batch {
-    storage: Vec<u8>,
-    meta: Vec<RecvMeta>,
-}
-
-impl Batch {
-    pub(crate) fn new() -> Batch {
-        Batch {
-            storage: vec![0; SLOT * BATCH_SIZE],
-            meta: vec![RecvMeta::default(); BATCH_SIZE],
-        }
-    }
-
-    /// Receives up to `BATCH_SIZE` slots from `socket` in one system call.
-    pub(crate) fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
-        let mut chunks = self.storage.chunks_exact_mut(SLOT);
-        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        state.recv(socket.into(), &mut bufs, &mut self.meta)
-    }
-
-    /// The datagrams of slot `i`: byte ranges in `storage`, and their path (the source, and
-    /// our address they were sent to).
-    pub(crate) fn datagrams(
-        &self,
-        i: usize,
-    ) -> (Path, impl Iterator<Item = std::ops::Range<usize>>) {
-        let m = &self.meta[i];
-        let base = i * SLOT;
-        let len = m.len.min(SLOT);
-        let stride = if m.stride == 0 { len.max(1) } else { m.stride };
-        let ranges = (0..len)
-            .step_by(stride)
-            .map(move |off| base + off..base + (off + stride).min(len));
-        let path = Path {
-            remote: m.addr,
-            local: m.dst_ip,
-        };
-        (path, ranges)
-    }
-}
-
-/// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
-/// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent to,
-/// not the one the kernel would pick by route.
-pub(crate) fn send_on(
-    state: &UdpSocketState,
-    socket: &UdpSocket,
-    data: &[u8],
-    path: Path,
-) -> io::Result<()> {
-    state.try_send(
-        socket.into(),
-        &Transmit {
-            destination: path.remote,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip: path.local,
-        },
-    )
-}
 
 /// How many failed receive calls in a row end a read (ICMP errors are reported once each).
 ///

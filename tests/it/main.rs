@@ -9,6 +9,7 @@ mod browser;
 mod calls;
 mod cli;
 mod docker;
+mod layers;
 mod limits;
 mod registration;
 mod session_timers;

@@ -1,0 +1,100 @@
+//! UDP as the workers use it: batched receives that report which of our addresses each
+//! datagram came to, and sends that leave from that address again. On a host with several
+//! addresses the kernel would pick a reply's source by route; a browser drops a STUN answer
+//! that does not come from the address it checked, and a NAT or firewall keeping state drops
+//! RTP from the wrong one.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::UdpSocket;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+
+/// The way one datagram came: the peer's address and our local address it was sent to
+/// (`None` where the kernel did not say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    /// The peer's address (a browser's candidate or TURN relay, a far end's RTP source).
+    pub remote: SocketAddr,
+    /// Our address the peer sent to: replies must leave from it.
+    pub local: Option<IpAddr>,
+}
+
+impl Path {
+    /// A path whose local address is unknown (or does not matter).
+    pub fn to(remote: SocketAddr) -> Path {
+        Path {
+            remote,
+            local: None,
+        }
+    }
+}
+
+/// Largest datagram relayed.
+pub const MTU: usize = 1500;
+/// One receive slot: with UDP GRO the kernel may hand over up to 64 datagrams of a flow at
+/// once, `stride` bytes apart.
+const SLOT: usize = 64 * MTU;
+
+/// Datagrams received with one `recvmmsg` (through quinn-udp), reused for every read.
+#[derive(Default)]
+pub struct Batch {
+    /// The received bytes; [`Batch::datagrams`] gives the ranges of each datagram.
+    pub storage: Vec<u8>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch {
+            storage: vec![0; SLOT * BATCH_SIZE],
+            meta: vec![RecvMeta::default(); BATCH_SIZE],
+        }
+    }
+
+    /// Receives up to `BATCH_SIZE` slots from `socket` in one system call.
+    pub fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
+        let mut chunks = self.storage.chunks_exact_mut(SLOT);
+        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        state.recv(socket.into(), &mut bufs, &mut self.meta)
+    }
+
+    /// The datagrams of slot `i`: byte ranges in `storage`, and their path (the source, and
+    /// our address they were sent to).
+    pub fn datagrams(&self, i: usize) -> (Path, impl Iterator<Item = std::ops::Range<usize>>) {
+        let m = &self.meta[i];
+        let base = i * SLOT;
+        let len = m.len.min(SLOT);
+        let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+        let ranges = (0..len)
+            .step_by(stride)
+            .map(move |off| base + off..base + (off + stride).min(len));
+        let path = Path {
+            remote: m.addr,
+            local: m.dst_ip,
+        };
+        (path, ranges)
+    }
+}
+
+/// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
+/// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent to,
+/// not the one the kernel would pick by route.
+pub fn send_on(
+    state: &UdpSocketState,
+    socket: &UdpSocket,
+    data: &[u8],
+    path: Path,
+) -> io::Result<()> {
+    state.try_send(
+        socket.into(),
+        &Transmit {
+            destination: path.remote,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: path.local,
+        },
+    )
+}
