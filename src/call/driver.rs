@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
-use super::session_timer::{self, SessionExpires, SessionTimer, TimerAction, UasDecision};
+use super::session_timer::{
+    self, RefreshOutcome, RefreshRequest, SessionExpires, SessionTimer, TimerAction, UasDecision,
+};
 use super::state::{Action, CallState, Direction, Event, Input, Phase};
-use super::transfer::{self, Transfer, TransferState};
+use super::transfer::{self, TargetOutcome, Transfer, TransferState};
 use super::Env;
 pub use crate::directory::calls::CallCommand;
 use crate::directory::calls::{self, CallHandle, CallNote, CallRow};
@@ -924,24 +926,28 @@ impl Call {
 
     fn on_invite_done(&mut self, r: Result<InviteAsyncResult, JoinError>) -> Option<Input> {
         if let Ok(Ok((_, Some(resp)))) = &r {
-            if resp.status_code.code() == 422 && self.state.phase() != Phase::Answered {
-                if let Some(leg) = self.retry_after_422(resp) {
-                    let old = std::mem::replace(&mut self.leg, leg);
-                    self.env().dialogs.remove_dialog(&old.dialog.id());
-                    self.record_sip_call_id();
-                    return None;
-                }
+            let retry = (resp.status_code.code() == 422)
+                .then(|| {
+                    session_timer::retry_after_422(
+                        self.env().cfg.session_timer,
+                        self.asked_se,
+                        self.state.phase() == Phase::Answered,
+                        headers::value(resp.headers.iter(), "Min-SE"),
+                    )
+                })
+                .flatten();
+            if let Some(leg) = retry.and_then(|asked| self.invite_again(asked)) {
+                let old = std::mem::replace(&mut self.leg, leg);
+                self.env().dialogs.remove_dialog(&old.dialog.id());
+                self.record_sip_call_id();
+                return None;
             }
         }
         invite_status(r).map(Input::SipFailed)
     }
 
-    /// RFC 4028 §7.4: after 422, the same INVITE again with the interval the far end wants.
-    fn retry_after_422(&mut self, resp: &Response) -> Option<SipLeg> {
-        let min_se = headers::value(resp.headers.iter(), "Min-SE")
-            .and_then(|v| v.split(';').next())
-            .and_then(|v| v.trim().parse().ok())?;
-        let asked = session_timer::after_422(self.env().cfg.session_timer, self.asked_se, min_se)?;
+    /// RFC 4028 §7.4: after 422, the same INVITE again asking for `asked` seconds.
+    fn invite_again(&mut self, asked: u32) -> Option<SipLeg> {
         let mut option = self.invite.clone()?;
         if let Some(h) = option.headers.as_mut() {
             h.retain(|h| {
@@ -1073,31 +1079,31 @@ impl Call {
         let mut headers = vec![Header::Supported("timer".into())];
         let se =
             headers::value(req.headers.iter(), "Session-Expires").and_then(SessionExpires::parse);
-        let min_se = self.env().cfg.session_timer.min_se;
-        if let Some(se) = se {
-            if se.delta < min_se {
+        let now = Instant::now();
+        match session_timer::on_refresh_request(self.env().cfg.session_timer, se) {
+            RefreshRequest::TooSmall { min_se } => {
                 let h = vec![headers::other("Min-SE", min_se.to_string())];
                 let _ = handle
                     .respond(StatusCode::SessionIntervalTooSmall, Some(h), None)
                     .await;
                 return;
             }
-            // The far end sent this refresh: it is the UAC of it, and refreshes (§9).
-            let refresher = se.refresher.unwrap_or(session_timer::Party::Uac);
-            let answer = SessionExpires {
-                delta: se.delta,
-                refresher: Some(refresher),
-            };
-            for (k, v) in session_timer::answer_headers(answer, true) {
-                headers.push(headers::other(k, v));
+            RefreshRequest::Renew { answer, we_refresh } => {
+                // The peer refreshing supports timers: `Require: timer` in our 2xx as ever.
+                for (k, v) in session_timer::answer_headers(answer, true) {
+                    headers.push(headers::other(k, v));
+                }
+                let renewed = (answer.delta, we_refresh);
+                match self.timer.as_mut() {
+                    Some(t) => t.refreshed(now, Some(renewed)),
+                    None => self.timer = Some(SessionTimer::new(renewed.0, renewed.1, now)),
+                }
             }
-            let renewed = (se.delta, refresher == session_timer::Party::Uas);
-            match self.timer.as_mut() {
-                Some(t) => t.refreshed(Instant::now(), Some(renewed)),
-                None => self.timer = Some(SessionTimer::new(renewed.0, renewed.1, Instant::now())),
+            RefreshRequest::KeepCurrent => {
+                if let Some(t) = self.timer.as_mut() {
+                    t.refreshed(now, None);
+                }
             }
-        } else if let Some(t) = self.timer.as_mut() {
-            t.refreshed(Instant::now(), None);
         }
 
         let Some(offer) = sdp_body(&req.body) else {
@@ -1172,37 +1178,17 @@ impl Call {
         req: &rsipstack::sip::Request,
         handle: rsipstack::dialog::dialog::TransactionHandle,
     ) {
-        let refuse = |status: StatusCode, why: &str| {
-            info!(status = status.code(), why, "REFER refused");
-            (status, why.to_string())
+        let ctx = transfer::ReferContext {
+            enabled: self.env().cfg.accept_refer,
+            answered: self.state.phase() == Phase::Answered,
+            busy: self.transfer.is_some() || self.replacement.is_some(),
         };
-        let outcome = if !self.env().cfg.accept_refer {
-            Err(refuse(StatusCode::Forbidden, "incoming REFER is disabled"))
-        } else if self.state.phase() != Phase::Answered {
-            Err(refuse(StatusCode::Forbidden, "the call is not answered"))
-        } else if self.transfer.is_some() || self.replacement.is_some() {
-            Err(refuse(
-                StatusCode::RequestPending,
-                "a transfer is in progress",
-            ))
-        } else {
-            match headers::value(req.headers.iter(), "Refer-To").map(transfer::refer_target) {
-                None => Err(refuse(StatusCode::BadRequest, "no Refer-To")),
-                Some(Err(e @ transfer::ReferToError::Replaces)) => {
-                    Err(refuse(StatusCode::NotImplemented, &e.to_string()))
-                }
-                Some(Err(e)) => Err(refuse(StatusCode::BadRequest, &e.to_string())),
-                Some(Ok(target)) if Uri::try_from(target.as_str()).is_err() => Err(refuse(
-                    StatusCode::BadRequest,
-                    "Refer-To is not a valid SIP URI",
-                )),
-                Some(Ok(target)) => Ok(target),
-            }
-        };
-        let target = match outcome {
+        let refer_to = headers::value(req.headers.iter(), "Refer-To");
+        let target = match transfer::accept_refer(ctx, refer_to, |u| Uri::try_from(u).is_ok()) {
             Ok(t) => t,
-            Err((status, _)) => {
-                let _ = handle.reply(status).await;
+            Err(refused) => {
+                info!(status = refused.status, why = %refused.why, "REFER refused");
+                let _ = handle.reply(StatusCode::from(refused.status)).await;
                 return;
             }
         };
@@ -1266,11 +1252,14 @@ impl Call {
                 }
                 let r = self.replacement.take()?;
                 let old = std::mem::replace(&mut self.leg, r.leg);
-                if !r.old_gone {
+                match transfer::target_outcome(None, r.old_gone) {
                     // The old leg hears 200, then (if the transferor does not) our BYE.
-                    let _ = r.notifier.send(ToTransferor::Succeeded);
-                } else {
-                    self.env().dialogs.remove_dialog(&old.dialog.id());
+                    TargetOutcome::Replace {
+                        notify_transferor: true,
+                    } => {
+                        let _ = r.notifier.send(ToTransferor::Succeeded);
+                    }
+                    _ => self.env().dialogs.remove_dialog(&old.dialog.id()),
                 }
                 self.answered_by(&resp);
                 self.record_sip_call_id();
@@ -1311,11 +1300,13 @@ impl Call {
         self.env().dialogs.remove_dialog(&rep.leg.dialog.id());
         self.ctx
             .transfer_state(TransferState::Failed, Some(status), Some(&rep.target));
-        if rep.old_gone {
-            return Some(Input::TransferFailed(status));
+        match transfer::target_outcome(Some(status), rep.old_gone) {
+            TargetOutcome::End => Some(Input::TransferFailed(status)),
+            _ => {
+                let _ = rep.notifier.send(ToTransferor::Failed(status));
+                None
+            }
         }
-        let _ = rep.notifier.send(ToTransferor::Failed(status));
-        None
     }
 
     fn on_timer(&mut self) -> Option<Input> {
@@ -1340,15 +1331,10 @@ impl Call {
     /// our current SDP.
     fn send_refresh(&mut self) {
         let Some(t) = &self.timer else { return };
-        let se = SessionExpires {
-            delta: t.interval().as_secs() as u32,
-            refresher: Some(session_timer::Party::Uac),
-        };
-        let mut headers = vec![
-            Header::Supported("timer".into()),
-            headers::other("Session-Expires", se.value()),
-            headers::other("Min-SE", self.env().cfg.session_timer.min_se.to_string()),
-        ];
+        let mut headers = vec![Header::Supported("timer".into())];
+        for (k, v) in session_timer::refresh_headers(self.env().cfg.session_timer, t.interval()) {
+            headers.push(headers::other(k, v));
+        }
         let dialog = self.leg.dialog.clone();
         if self.peer_update {
             debug!("session refresh: UPDATE");
@@ -1380,26 +1366,26 @@ impl Call {
                         408
                     }
                 };
-                if (200..300).contains(&status) {
-                    if let Ok(Some(resp)) = &r {
-                        if let Some(sdp) = sdp_body(&resp.body) {
-                            let _ = self.media.set_sip_remote(&sdp);
+                match session_timer::refresh_outcome(status) {
+                    RefreshOutcome::Refreshed => {
+                        if let Ok(Some(resp)) = &r {
+                            if let Some(sdp) = sdp_body(&resp.body) {
+                                let _ = self.media.set_sip_remote(&sdp);
+                            }
+                            let se = headers::value(resp.headers.iter(), "Session-Expires")
+                                .and_then(SessionExpires::parse);
+                            if let Some(t) = self.timer.as_mut() {
+                                t.refreshed(Instant::now(), session_timer::on_answer(se));
+                            }
                         }
-                        let se = headers::value(resp.headers.iter(), "Session-Expires")
-                            .and_then(SessionExpires::parse);
-                        if let Some(t) = self.timer.as_mut() {
-                            t.refreshed(Instant::now(), session_timer::on_answer(se));
-                        }
+                        debug!("session refreshed");
+                        None
                     }
-                    debug!("session refreshed");
-                    None
-                } else if status == 408 || status == 481 {
-                    // RFC 4028 §10: the session is gone.
-                    Some(Input::SessionExpired)
-                } else {
-                    // Anything else: the session lives until it expires unrefreshed.
-                    info!(status, "session refresh refused");
-                    None
+                    RefreshOutcome::Gone => Some(Input::SessionExpired),
+                    RefreshOutcome::Refused => {
+                        info!(status, "session refresh refused");
+                        None
+                    }
                 }
             }
             Done::Refer(r) => {

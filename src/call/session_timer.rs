@@ -249,6 +249,89 @@ pub fn answer_headers(se: SessionExpires, require: bool) -> Vec<(&'static str, S
     h
 }
 
+/// What a refresh the far end sends (a re-INVITE or UPDATE in the dialog) leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshRequest {
+    /// 422 with our `Min-SE`.
+    TooSmall {
+        /// Our Min-SE, for the 422.
+        min_se: u32,
+    },
+    /// The session is renewed: `answer` goes in our 2xx; we refresh from now on when
+    /// `we_refresh`.
+    Renew {
+        /// `Session-Expires` of our 2xx.
+        answer: SessionExpires,
+        /// We are the refresher.
+        we_refresh: bool,
+    },
+    /// No `Session-Expires`: the running timer (if any) restarts as it is.
+    KeepCurrent,
+}
+
+/// RFC 4028 §9 for a refresh from the far end: the rules of an initial INVITE
+/// ([`on_invite`]), from a peer that by sending `Session-Expires` shows it supports timers.
+pub fn on_refresh_request(cfg: TimerConfig, se: Option<SessionExpires>) -> RefreshRequest {
+    if se.is_none() {
+        return RefreshRequest::KeepCurrent;
+    }
+    match on_invite(cfg, se, true) {
+        UasDecision::TooSmall { min_se } => RefreshRequest::TooSmall { min_se },
+        UasDecision::Timer {
+            answer, we_refresh, ..
+        } => RefreshRequest::Renew { answer, we_refresh },
+        UasDecision::Off => RefreshRequest::KeepCurrent,
+    }
+}
+
+/// What the answer to our refresh means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// 2xx: the session goes on (with the answer's interval).
+    Refreshed,
+    /// RFC 4028 §10: 408 or 481, the session is gone: BYE.
+    Gone,
+    /// Anything else: the session lives until it expires unrefreshed.
+    Refused,
+}
+
+/// RFC 4028 §10: the final status of our refresh (408 when it got no answer at all).
+pub fn refresh_outcome(status: u16) -> RefreshOutcome {
+    match status {
+        200..=299 => RefreshOutcome::Refreshed,
+        408 | 481 => RefreshOutcome::Gone,
+        _ => RefreshOutcome::Refused,
+    }
+}
+
+/// RFC 4028 §7.4: after a 422 to our initial INVITE, the interval to INVITE again with,
+/// from the 422's `Min-SE` header value; `None` once the call is answered (a 422 to a
+/// refresh is no reason to start over) or when the value does not help.
+pub fn retry_after_422(
+    cfg: TimerConfig,
+    asked: Option<u32>,
+    answered: bool,
+    min_se_header: Option<&str>,
+) -> Option<u32> {
+    if answered {
+        return None;
+    }
+    let min_se = min_se_header?.split(';').next()?.trim().parse().ok()?;
+    after_422(cfg, asked, min_se)
+}
+
+/// The `Session-Expires` and `Min-SE` of our refresh, as the refresher of an `interval`.
+pub fn refresh_headers(cfg: TimerConfig, interval: Duration) -> [(&'static str, String); 2] {
+    let se = SessionExpires {
+        delta: interval.as_secs() as u32,
+        refresher: Some(Party::Uac),
+    };
+    [
+        ("Session-Expires", se.value()),
+        ("Min-SE", cfg.min_se.to_string()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +446,74 @@ mod tests {
             t.poll(t0 + Duration::from_secs(50 + 1200)),
             Some(TimerAction::Expire)
         );
+    }
+
+    #[test]
+    fn the_far_ends_refresh_follows_the_invite_rules() {
+        let se = |delta, refresher| Some(SessionExpires { delta, refresher });
+        assert_eq!(
+            on_refresh_request(CFG, se(60, None)),
+            RefreshRequest::TooSmall { min_se: CFG.min_se }
+        );
+        assert_eq!(
+            on_refresh_request(CFG, se(600, None)),
+            RefreshRequest::Renew {
+                answer: SessionExpires {
+                    delta: 600,
+                    refresher: Some(Party::Uac)
+                },
+                we_refresh: false
+            },
+            "the sender of the refresh refreshes when it does not say"
+        );
+        assert_eq!(
+            on_refresh_request(CFG, se(600, Some(Party::Uas))),
+            RefreshRequest::Renew {
+                answer: SessionExpires {
+                    delta: 600,
+                    refresher: Some(Party::Uas)
+                },
+                we_refresh: true
+            }
+        );
+        assert_eq!(on_refresh_request(CFG, None), RefreshRequest::KeepCurrent);
+    }
+
+    #[test]
+    fn refresh_answers_decide_the_sessions_fate() {
+        assert_eq!(refresh_outcome(200), RefreshOutcome::Refreshed);
+        assert_eq!(refresh_outcome(408), RefreshOutcome::Gone);
+        assert_eq!(refresh_outcome(481), RefreshOutcome::Gone);
+        assert_eq!(refresh_outcome(491), RefreshOutcome::Refused);
+        assert_eq!(refresh_outcome(500), RefreshOutcome::Refused);
+    }
+
+    #[test]
+    fn a_422_is_retried_once_with_its_min_se_before_the_answer_only() {
+        assert_eq!(retry_after_422(CFG, None, false, Some("3600")), Some(3600));
+        assert_eq!(
+            retry_after_422(CFG, None, false, Some(" 3600;x=y")),
+            Some(3600),
+            "parameters after the value"
+        );
+        assert_eq!(
+            retry_after_422(CFG, None, true, Some("3600")),
+            None,
+            "answered"
+        );
+        assert_eq!(
+            retry_after_422(CFG, Some(3600), false, Some("3600")),
+            None,
+            "no help"
+        );
+        assert_eq!(retry_after_422(CFG, None, false, Some("lots")), None);
+        assert_eq!(retry_after_422(CFG, None, false, None), None);
+    }
+
+    #[test]
+    fn our_refresh_names_us_the_refresher() {
+        let [se, min] = refresh_headers(CFG, Duration::from_secs(900));
+        assert_eq!(se, ("Session-Expires", "900;refresher=uac".to_string()));
+        assert_eq!(min, ("Min-SE", CFG.min_se.to_string()));
     }
 }

@@ -185,6 +185,86 @@ impl Transfer {
     }
 }
 
+/// Where the call is when a REFER from the far end arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReferContext {
+    /// `--incoming-refer accept`.
+    pub enabled: bool,
+    /// The call is answered.
+    pub answered: bool,
+    /// A transfer (ours or theirs) is already under way.
+    pub busy: bool,
+}
+
+/// Why an incoming REFER is refused: the status to answer and a line for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferRefused {
+    /// 403, 491, 400 or 501.
+    pub status: u16,
+    /// Why.
+    pub why: String,
+}
+
+/// RFC 3515 / RFC 5589 §6: whether to follow a REFER from the far end, and to which URI;
+/// `refer_to` is its `Refer-To` value. `valid_uri` is the SIP stack's own check of the
+/// target (the one its INVITE will apply).
+pub fn accept_refer(
+    ctx: ReferContext,
+    refer_to: Option<&str>,
+    valid_uri: impl Fn(&str) -> bool,
+) -> Result<String, ReferRefused> {
+    let refuse = |status: u16, why: &str| {
+        Err(ReferRefused {
+            status,
+            why: why.to_string(),
+        })
+    };
+    if !ctx.enabled {
+        return refuse(403, "incoming REFER is disabled");
+    }
+    if !ctx.answered {
+        return refuse(403, "the call is not answered");
+    }
+    if ctx.busy {
+        return refuse(491, "a transfer is in progress");
+    }
+    match refer_to.map(refer_target) {
+        None => refuse(400, "no Refer-To"),
+        Some(Err(e @ ReferToError::Replaces)) => refuse(501, &e.to_string()),
+        Some(Err(e)) => refuse(400, &e.to_string()),
+        Some(Ok(target)) if !valid_uri(&target) => refuse(400, "Refer-To is not a valid SIP URI"),
+        Some(Ok(target)) => Ok(target),
+    }
+}
+
+/// What the end of the transfer target's INVITE means for the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetOutcome {
+    /// It answered: its leg replaces the transferor's; the transferor hears 200 (sipfrag)
+    /// unless it already hung up.
+    Replace {
+        /// Tell the transferor (it is still there).
+        notify_transferor: bool,
+    },
+    /// It failed and the transferor is still there: the call goes on with it, which hears
+    /// the failure.
+    KeepOld,
+    /// It failed and the transferor already hung up: the call is over.
+    End,
+}
+
+/// The transfer target answered (`None`) or failed with a status; `transferor_gone` when the
+/// transferor hung up meanwhile.
+pub fn target_outcome(failed: Option<u16>, transferor_gone: bool) -> TargetOutcome {
+    match (failed, transferor_gone) {
+        (None, gone) => TargetOutcome::Replace {
+            notify_transferor: !gone,
+        },
+        (Some(_), false) => TargetOutcome::KeepOld,
+        (Some(_), true) => TargetOutcome::End,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +345,60 @@ mod tests {
             t.expired(t0 + TRANSFER_DEADLINE).unwrap().state,
             TransferState::Failed
         );
+    }
+
+    #[test]
+    fn incoming_refer_is_followed_only_when_it_can_be() {
+        let ok = ReferContext {
+            enabled: true,
+            answered: true,
+            busy: false,
+        };
+        let valid = |u: &str| !u.contains(' ');
+        let to = Some("<sip:1004@127.0.0.1>");
+        assert_eq!(accept_refer(ok, to, valid), Ok("sip:1004@127.0.0.1".into()));
+        let status = |ctx, refer_to| accept_refer(ctx, refer_to, valid).map_err(|r| r.status);
+        let off = ReferContext {
+            enabled: false,
+            ..ok
+        };
+        assert_eq!(status(off, to), Err(403), "--incoming-refer reject");
+        let ringing = ReferContext {
+            answered: false,
+            ..ok
+        };
+        assert_eq!(status(ringing, to), Err(403));
+        let busy = ReferContext { busy: true, ..ok };
+        assert_eq!(status(busy, to), Err(491));
+        assert_eq!(status(ok, None), Err(400));
+        assert_eq!(status(ok, Some("<tel:+15551234>")), Err(400));
+        assert_eq!(
+            status(ok, Some("<sip:1004@x?Replaces=abc%3Bto-tag%3D1>")),
+            Err(501),
+            "attended transfer"
+        );
+        assert_eq!(
+            status(ok, Some("<sip:10 04@x>")),
+            Err(400),
+            "the stack's own check"
+        );
+    }
+
+    #[test]
+    fn the_targets_answer_decides_which_leg_stays() {
+        assert_eq!(
+            target_outcome(None, false),
+            TargetOutcome::Replace {
+                notify_transferor: true
+            }
+        );
+        assert_eq!(
+            target_outcome(None, true),
+            TargetOutcome::Replace {
+                notify_transferor: false
+            }
+        );
+        assert_eq!(target_outcome(Some(486), false), TargetOutcome::KeepOld);
+        assert_eq!(target_outcome(Some(486), true), TargetOutcome::End);
     }
 }
