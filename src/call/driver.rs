@@ -11,9 +11,8 @@ use media::engine::MediaSession;
 use media::sdp::Direction as SdpDirection;
 use media::worker::MediaEvent;
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
-use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, Response, StatusCode, Uri};
 use serde_json::json;
@@ -21,8 +20,14 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
+use super::agent::Agent;
+use super::replacement::{spawn_notifier, Replacement, ToTransferor};
 use super::session_timer::{
     self, RefreshOutcome, RefreshRequest, SessionExpires, SessionTimer, TimerAction, UasDecision,
+};
+use super::sip_leg::{
+    asking_for, build_invite, info_dtmf, invite_status, sdp_body, send_invite, terminated_input,
+    SipLeg,
 };
 use super::state::{Action, CallState, Direction, Event, Input, Phase};
 use super::transfer::{self, TargetOutcome, Transfer, TransferState};
@@ -51,215 +56,6 @@ pub struct Outgoing {
     pub requested_at: Instant,
 }
 
-struct Ctx {
-    env: Arc<Env>,
-    id: String,
-    dn: String,
-    inbox: mpsc::UnboundedSender<CallNote>,
-}
-
-/// Call events that `/api/events` subscribers see too (DTMF stays private: agents key in
-/// card numbers).
-const LIVE: &[&str] = &[
-    "ringing",
-    "earlyMedia",
-    "answered",
-    "held",
-    "resumed",
-    "transferState",
-    "hangup",
-];
-
-impl Ctx {
-    fn tell(&self, kind: &str, payload: serde_json::Value) {
-        if LIVE.contains(&kind) {
-            let mut live = payload.clone();
-            live["dn"] = json!(self.dn);
-            self.env.directory.events.publish(kind, live);
-        }
-        let _ = self.inbox.send(CallNote {
-            call_id: self.id.clone(),
-            frame: protocol::frame(kind, None, payload),
-            ended: kind == "hangup",
-            handle: None,
-        });
-    }
-
-    /// Answers a browser request through the same inbox as the call's events, so the
-    /// order the protocol promises holds.
-    fn reply(&self, request_id: &str, r: Result<(), String>) {
-        let frame = match r {
-            Ok(()) => protocol::frame("result", Some(request_id), json!({})),
-            Err(m) => protocol::error(
-                Some(request_id),
-                protocol::ErrorCode::InvalidState,
-                &m,
-                None,
-            ),
-        };
-        let _ = self.inbox.send(CallNote {
-            call_id: self.id.clone(),
-            frame,
-            ended: false,
-            handle: None,
-        });
-    }
-
-    /// A `dtmf` event.
-    fn dtmf(&self, digit: char, duration: u32, method: &str) {
-        info!(%digit, method, "far-end DTMF");
-        self.tell(
-            "dtmf",
-            json!({ "callId": self.id, "digit": digit.to_string(), "duration": duration, "method": method }),
-        );
-    }
-
-    /// A `transferState` event. `by: remote` (an addition to PROTOCOL.md v1) marks a transfer
-    /// the far end asked for, with the new far end in `to`.
-    fn transfer_state(&self, state: TransferState, sip_status: Option<u16>, remote: Option<&str>) {
-        info!(state = state.as_str(), sip_status, "transfer");
-        let mut p = json!({ "callId": self.id, "state": state.as_str() });
-        if let Some(s) = sip_status {
-            p["sipStatus"] = json!(s);
-        }
-        if let Some(to) = remote {
-            p["by"] = json!("remote");
-            p["to"] = json!(to);
-        }
-        self.tell("transferState", p);
-    }
-
-    /// Every request gets one reply: those still queued when the call ended get an error.
-    fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
-        cmds.close();
-        while let Ok(cmd) = cmds.try_recv() {
-            if let CallCommand::Answer { request_id, .. }
-            | CallCommand::Hold { request_id, .. }
-            | CallCommand::Dtmf { request_id, .. }
-            | CallCommand::Transfer { request_id, .. } = cmd
-            {
-                self.reply(&request_id, Err("the call is over".into()));
-            }
-        }
-    }
-
-    /// The outcome of the agent's hold or resume: the `result`, then `held`/`resumed`.
-    fn held(&self, request_id: &str, r: Result<(), String>, on: bool) {
-        let ok = r.is_ok();
-        self.reply(request_id, r);
-        if ok {
-            let kind = if on { "held" } else { "resumed" };
-            info!(kind, "local hold change");
-            self.tell(kind, json!({ "callId": self.id, "by": "local" }));
-        }
-    }
-
-    fn event(&self, e: &Event) {
-        match e {
-            Event::Ringing(status) => {
-                self.tell("ringing", json!({ "callId": self.id, "sipStatus": status }))
-            }
-            Event::EarlyMedia => self.tell("earlyMedia", json!({ "callId": self.id })),
-            Event::Answered => {
-                self.env.directory.calls.answered(&self.id);
-                self.tell("answered", json!({ "callId": self.id }))
-            }
-            Event::Hangup {
-                by,
-                cause,
-                sip_status,
-            } => {
-                let mut p = json!({ "callId": self.id, "by": by.as_str(), "cause": cause });
-                if let Some(s) = sip_status {
-                    p["sipStatus"] = json!(s);
-                }
-                self.tell("hangup", p)
-            }
-        }
-    }
-}
-
-fn sdp_body(body: &[u8]) -> Option<String> {
-    if body.is_empty() {
-        return None;
-    }
-    String::from_utf8(body.to_vec()).ok()
-}
-
-/// One SIP dialog of the call and what it reports.
-struct SipLeg {
-    dialog: InviteDialog,
-    /// State changes; `None` once the channel closed.
-    events: Option<DialogStateReceiver>,
-    /// Our INVITE, until its final response.
-    invite: Option<JoinHandle<InviteAsyncResult>>,
-}
-
-/// A new leg toward the target of a REFER from the far end, replacing the current one when
-/// it answers.
-struct Replacement {
-    leg: SipLeg,
-    target: String,
-    /// The transferor already hung up: if the target fails, the call is over.
-    old_gone: bool,
-    /// NOTIFYs for the transferor.
-    notifier: mpsc::UnboundedSender<ToTransferor>,
-}
-
-/// What the transferor is told (RFC 3515 §2.4.5 sipfrag NOTIFYs).
-enum ToTransferor {
-    /// Provisional progress; the subscription stays active.
-    Progress(u16),
-    /// The target answered: final NOTIFY, then BYE if the transferor does not hang up.
-    Succeeded,
-    /// The target failed with this status: final NOTIFY; the old leg goes on.
-    Failed(u16),
-}
-
-/// Sends the transferor's NOTIFYs one after the other, each after the previous one's
-/// answer, so they arrive in order. Detached from the call: the old leg's goodbye must
-/// finish even if the call ends meanwhile.
-fn spawn_notifier(dialog: InviteDialog, env: Arc<Env>) -> mpsc::UnboundedSender<ToTransferor> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        // RFC 3515 lets the first NOTIFY overtake the 202, but transferors that expect the
-        // 202 first are common: let it leave first.
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        while let Some(msg) = rx.recv().await {
-            let (status, last) = match msg {
-                ToTransferor::Progress(s) => (s, false),
-                ToTransferor::Succeeded => (200, true),
-                ToTransferor::Failed(s) => (s, true),
-            };
-            let state = if last {
-                "terminated;reason=noresource"
-            } else {
-                "active;expires=60"
-            };
-            let headers = vec![
-                Header::Event("refer".into()),
-                Header::SubscriptionState(state.into()),
-                Header::ContentType("message/sipfrag;version=2.0".into()),
-            ];
-            let body = transfer::sipfrag(status).into_bytes();
-            if let Err(e) = dialog.notify(Some(headers), Some(body)).await {
-                debug!(error = %e, "NOTIFY to the transferor failed");
-            }
-            if let ToTransferor::Succeeded = msg {
-                tokio::time::sleep(OLD_LEG_LINGER).await;
-                if !dialog.state().is_terminated() {
-                    let _ = dialog.bye().await;
-                }
-                env.dialogs.remove_dialog(&dialog.id());
-            }
-            if last {
-                break;
-            }
-        }
-    });
-    tx
-}
-
 /// The outcome of an in-dialog request sent in the background.
 enum Done {
     /// A session refresh (UPDATE or re-INVITE).
@@ -284,7 +80,7 @@ enum Wake {
 
 /// One call.
 struct Call {
-    ctx: Ctx,
+    ctx: Agent,
     dn: String,
     state: CallState,
     media: MediaSession,
@@ -332,60 +128,13 @@ pub fn spawn_outgoing(
     handle
 }
 
-/// Our INVITE from `dn` to `target` with `offer`, carrying what we support.
-fn build_invite(
-    env: &Env,
-    dn: &str,
-    target: &str,
-    offer: String,
-    credential: Option<Credential>,
-    asked_se: Option<u32>,
-    mut headers: Vec<Header>,
-) -> Result<InviteOption, String> {
-    let ua = &env.ua;
-    let caller = Uri::try_from(ua.aor(dn).as_str()).map_err(|e| e.to_string())?;
-    let callee = Uri::try_from(target).map_err(|e| e.to_string())?;
-    let contact = Uri::try_from(ua.contact_uri(dn).as_str()).map_err(|e| e.to_string())?;
-    headers.push(Header::Allow(ALLOW.into()));
-    headers.push(Header::Supported("timer".into()));
-    if let Some((se, min_se)) = session_timer::invite_headers(env.cfg.session_timer, asked_se) {
-        headers.push(headers::other("Session-Expires", se));
-        headers.push(headers::other("Min-SE", min_se));
-    }
-    Ok(InviteOption {
-        caller,
-        callee,
-        destination: Some(ua.upstream_addr()),
-        content_type: Some("application/sdp".into()),
-        offer: Some(offer.into_bytes()),
-        contact,
-        credential,
-        headers: Some(headers),
-        ..Default::default()
-    })
-}
-
-/// Sends an INVITE; the leg reports on a new channel.
-fn send_invite(env: &Env, option: InviteOption) -> Result<SipLeg, String> {
-    let (state_tx, events) = env.dialogs.new_dialog_state_channel();
-    let (dialog, join) = env
-        .dialogs
-        .do_invite_async(option, state_tx)
-        .map_err(|e| e.to_string())?;
-    Ok(SipLeg {
-        dialog,
-        events: Some(events),
-        invite: Some(join),
-    })
-}
-
 async fn run_outgoing(
     env: Arc<Env>,
     call: Outgoing,
     inbox: mpsc::UnboundedSender<CallNote>,
     cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
-    let ctx = Ctx {
+    let ctx = Agent {
         env: env.clone(),
         id: call.id.clone(),
         dn: call.dn.clone(),
@@ -466,7 +215,7 @@ async fn run_incoming(
     dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
 ) {
-    let ctx = Ctx {
+    let ctx = Agent {
         env: env.clone(),
         id: id.clone(),
         dn: dn.clone(),
@@ -629,29 +378,11 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// The final status an INVITE's outcome amounts to (`None`: answered).
-fn invite_status(result: Result<InviteAsyncResult, JoinError>) -> Option<u16> {
-    match result {
-        Ok(Ok((_, Some(resp)))) if resp.status_code.code() >= 300 => Some(resp.status_code.code()),
-        Ok(Ok((_, Some(_)))) => None,
-        Ok(Ok((_, None))) => Some(408),
-        Ok(Err(e)) => {
-            debug!(error = %e, "INVITE failed");
-            Some(error_status(&e))
-        }
-        Err(_) => Some(500),
-    }
-}
-
 /// How long a hold or resume re-INVITE may take before the agent is told it failed.
 const REINVITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// After a transfer the far end asked for, how long the transferor has to send its BYE
-/// (RFC 5589 §6.1) before we end the old dialog ourselves.
-const OLD_LEG_LINGER: std::time::Duration = std::time::Duration::from_secs(4);
-
 impl Call {
-    fn new(ctx: Ctx, dn: String, direction: Direction, media: MediaSession, leg: SipLeg) -> Self {
+    fn new(ctx: Agent, dn: String, direction: Direction, media: MediaSession, leg: SipLeg) -> Self {
         Call {
             ctx,
             dn,
@@ -948,15 +679,7 @@ impl Call {
 
     /// RFC 4028 §7.4: after 422, the same INVITE again asking for `asked` seconds.
     fn invite_again(&mut self, asked: u32) -> Option<SipLeg> {
-        let mut option = self.invite.clone()?;
-        if let Some(h) = option.headers.as_mut() {
-            h.retain(|h| {
-                !h.name().eq_ignore_ascii_case("Session-Expires")
-                    && !h.name().eq_ignore_ascii_case("Min-SE")
-            });
-            h.push(headers::other("Session-Expires", asked.to_string()));
-            h.push(headers::other("Min-SE", asked.to_string()));
-        }
+        let option = asking_for(self.invite.as_ref()?, asked);
         self.asked_se = Some(asked);
         self.invite = Some(option.clone());
         info!(
@@ -1450,23 +1173,9 @@ impl Call {
     }
 }
 
-fn terminated_input(reason: TerminatedReason) -> Input {
-    match reason {
-        TerminatedReason::UasBye | TerminatedReason::UacBye => Input::SipBye,
-        TerminatedReason::UacCancel => Input::SipCancelled,
-        TerminatedReason::UasBusy | TerminatedReason::UacBusy => Input::SipFailed(486),
-        TerminatedReason::UasDecline => Input::SipFailed(603),
-        TerminatedReason::Timeout => Input::SipFailed(408),
-        TerminatedReason::ProxyAuthRequired => Input::SipFailed(407),
-        TerminatedReason::ProxyError(s)
-        | TerminatedReason::UacOther(s)
-        | TerminatedReason::UasOther(s) => Input::SipFailed(s.code()),
-    }
-}
-
 /// A media event as an input for the call (logged once here); key presses go straight to
 /// the browser as `dtmf` events.
-fn media_input(ctx: &Ctx, ev: MediaEvent) -> Option<Input> {
+fn media_input(ctx: &Agent, ev: MediaEvent) -> Option<Input> {
     Some(match ev {
         MediaEvent::BrowserConnected => {
             info!("browser media connected");
@@ -1489,50 +1198,4 @@ fn media_input(ctx: &Ctx, ev: MediaEvent) -> Option<Input> {
             return None;
         }
     })
-}
-
-/// A key press carried by SIP INFO (`application/dtmf-relay`: `Signal=5`, `Duration=160`).
-fn info_dtmf(body: &[u8]) -> Option<(char, u32)> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut signal = None;
-    let mut duration = 100;
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        match k.trim().to_ascii_lowercase().as_str() {
-            "signal" => {
-                signal = v
-                    .trim()
-                    .chars()
-                    .next()
-                    .map(|c| c.to_ascii_uppercase())
-                    .filter(|c| c.is_ascii_digit() || "*#ABCD".contains(*c));
-            }
-            "duration" => duration = v.trim().parse().unwrap_or(100),
-            _ => {}
-        }
-    }
-    signal.map(|s| (s, duration))
-}
-
-fn error_status(e: &rsipstack::Error) -> u16 {
-    match e {
-        rsipstack::Error::DialogError(_, _, status) => status.code(),
-        _ => 500,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::info_dtmf;
-
-    #[test]
-    fn dtmf_relay_bodies() {
-        assert_eq!(info_dtmf(b"Signal=5\r\nDuration=160\r\n"), Some(('5', 160)));
-        assert_eq!(info_dtmf(b"signal= #\nduration=80"), Some(('#', 80)));
-        assert_eq!(info_dtmf(b"Signal=x"), None);
-        assert_eq!(info_dtmf(b"\xff\xfe"), None);
-        assert_eq!(info_dtmf(b"Duration=100"), None);
-    }
 }

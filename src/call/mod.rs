@@ -4,8 +4,11 @@
 //! The layer sees the gateway through [`Env`]: the SIP user agent, the media plane, the
 //! shared tables and the configuration; nothing of the WebSocket or REST servers above it.
 
+mod agent;
 pub mod driver;
+mod replacement;
 pub mod session_timer;
+mod sip_leg;
 pub mod state;
 pub mod transfer;
 
