@@ -464,6 +464,145 @@ pub struct Hello<'a> {
     pub ice_servers: &'a Value,
 }
 
+/// An event the server sends, typed once: its frame is `{"type": …, "payload": {…}}` and,
+/// for the call and registration events watchers may see, the same payload goes to
+/// `/api/events` with `type` and the DN.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "payload", rename_all = "camelCase")]
+pub enum Event {
+    /// A call for the agent, with our SDP offer.
+    #[serde(rename_all = "camelCase")]
+    IncomingCall {
+        /// Protocol call id.
+        call_id: String,
+        /// The caller's URI.
+        from: String,
+        /// The called URI.
+        to: String,
+        /// Our offer.
+        sdp: String,
+        /// The caller's display name, when the INVITE has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+    },
+    /// The far end alerts.
+    #[serde(rename_all = "camelCase")]
+    Ringing {
+        /// Protocol call id.
+        call_id: String,
+        /// 180 or 183.
+        sip_status: u16,
+    },
+    /// The far end sends media before answering.
+    #[serde(rename_all = "camelCase")]
+    EarlyMedia {
+        /// Protocol call id.
+        call_id: String,
+    },
+    /// The call is answered.
+    #[serde(rename_all = "camelCase")]
+    Answered {
+        /// Protocol call id.
+        call_id: String,
+    },
+    /// The call is on hold.
+    #[serde(rename_all = "camelCase")]
+    Held {
+        /// Protocol call id.
+        call_id: String,
+        /// `local` (the agent's hold) or `remote` (the far end's).
+        by: &'static str,
+    },
+    /// The call is off hold.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// Protocol call id.
+        call_id: String,
+        /// `local` or `remote`.
+        by: &'static str,
+    },
+    /// The call is over.
+    #[serde(rename_all = "camelCase")]
+    Hangup {
+        /// Protocol call id.
+        call_id: String,
+        /// `local`, `remote` or `server`.
+        by: &'static str,
+        /// Why, as a token (`normal`, `busy`, `media_failed`, `ice_failed`, …).
+        cause: &'static str,
+        /// The SIP status behind it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sip_status: Option<u16>,
+    },
+    /// A key the far end pressed (never published to watchers: agents key in card numbers).
+    #[serde(rename_all = "camelCase")]
+    Dtmf {
+        /// Protocol call id.
+        call_id: String,
+        /// `0-9*#A-D`.
+        digit: String,
+        /// ms.
+        duration: u32,
+        /// `rfc4733` or `info`.
+        method: &'static str,
+    },
+    /// Progress of a transfer.
+    #[serde(rename_all = "camelCase")]
+    TransferState {
+        /// Protocol call id.
+        call_id: String,
+        /// `trying`, `accepted`, `succeeded`, `failed`.
+        state: &'static str,
+        /// The SIP status reported.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sip_status: Option<u16>,
+        /// `remote` for a transfer the far end asked for (an addition to v1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<&'static str>,
+        /// The new far end of such a transfer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
+}
+
+impl Event {
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::IncomingCall { .. } => "incomingCall",
+            Event::Ringing { .. } => "ringing",
+            Event::EarlyMedia { .. } => "earlyMedia",
+            Event::Answered { .. } => "answered",
+            Event::Held { .. } => "held",
+            Event::Resumed { .. } => "resumed",
+            Event::Hangup { .. } => "hangup",
+            Event::Dtmf { .. } => "dtmf",
+            Event::TransferState { .. } => "transferState",
+        }
+    }
+
+    /// The frame for the browser.
+    pub fn frame(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","payload":{"code":"internal","message":"encoding failed"}}"#
+                .to_string()
+        })
+    }
+
+    /// What `/api/events` watchers see of it: the payload with the agent's DN, without the
+    /// SDP; `None` for what stays between the agent and the gateway (key presses).
+    pub fn live(&self, dn: &str) -> Option<Value> {
+        if matches!(self, Event::Dtmf { .. }) {
+            return None;
+        }
+        let mut payload = serde_json::to_value(self).ok()?.get_mut("payload")?.take();
+        let o = payload.as_object_mut()?;
+        o.remove("sdp");
+        o.insert("dn".into(), Value::from(dn));
+        Some(payload)
+    }
+}
+
 /// `registrationState` payload.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -478,6 +617,66 @@ pub struct RegistrationState<'a> {
     /// SIP status, for `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_status: Option<u16>,
+}
+
+impl RegistrationState<'_> {
+    /// The frame for the browser.
+    pub fn frame(&self) -> String {
+        frame("registrationState", None, self)
+    }
+
+    /// What `/api/events` watchers see: every field (absent ones as null) and the owning
+    /// session.
+    pub fn live(&self, session_id: &str) -> Value {
+        serde_json::json!({
+            "dn": self.dn,
+            "state": self.state,
+            "reason": self.reason,
+            "sipStatus": self.sip_status,
+            "sessionId": session_id,
+        })
+    }
+}
+
+/// The payload of a `result`, typed per request.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply<'a> {
+    /// Nothing to say beyond success (`unregister`, `answer`, `hold`, …).
+    Done {},
+    /// `register`: the DN and the Expires the registrar granted.
+    Registered {
+        /// The DN.
+        dn: &'a str,
+        /// Seconds.
+        expires: u32,
+    },
+    /// `call`: the call's id and our SDP answer.
+    #[serde(rename_all = "camelCase")]
+    Calling {
+        /// Protocol call id.
+        call_id: &'a str,
+        /// Our answer to the browser's offer.
+        sdp: &'a str,
+    },
+    /// `ping`: the server's clock.
+    Pong {
+        /// RFC 3339.
+        time: String,
+    },
+    /// `resume`: the session's calls and its DN.
+    Resumed {
+        /// Live call ids, sorted.
+        calls: Vec<&'a str>,
+        /// The session's DN, if it registered one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dn: Option<&'a str>,
+    },
+}
+
+/// A `result` frame for request `id`.
+pub fn result(id: &str, reply: Reply<'_>) -> String {
+    frame("result", Some(id), reply)
 }
 
 #[cfg(test)]
@@ -602,5 +801,95 @@ mod tests {
         let v: Value = serde_json::from_str(&f).expect("json");
         assert!(v.get("id").is_none());
         assert!(v["payload"].get("sipStatus").is_none());
+    }
+
+    #[test]
+    fn events_encode_as_frames_and_as_what_watchers_see() {
+        let hangup = Event::Hangup {
+            call_id: "c1".into(),
+            by: "server",
+            cause: "ice_failed",
+            sip_status: None,
+        };
+        let v: Value = serde_json::from_str(&hangup.frame()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "hangup", "payload": {"callId": "c1", "by": "server", "cause": "ice_failed"}})
+        );
+        assert_eq!(hangup.kind(), "hangup");
+        let call = Event::IncomingCall {
+            call_id: "c2".into(),
+            from: "sip:1003@x".into(),
+            to: "sip:5001@x".into(),
+            sdp: "v=0".into(),
+            display_name: Some("Bob".into()),
+        };
+        let live = call.live("5001").unwrap();
+        assert_eq!(
+            live,
+            serde_json::json!({"callId": "c2", "from": "sip:1003@x", "to": "sip:5001@x", "displayName": "Bob", "dn": "5001"}),
+            "no SDP for watchers"
+        );
+        let dtmf = Event::Dtmf {
+            call_id: "c1".into(),
+            digit: "5".into(),
+            duration: 160,
+            method: "rfc4733",
+        };
+        assert_eq!(dtmf.live("5001"), None, "key presses stay private");
+        let t = Event::TransferState {
+            call_id: "c1".into(),
+            state: "trying",
+            sip_status: None,
+            by: Some("remote"),
+            to: Some("sip:1004@x".into()),
+        };
+        let v: Value = serde_json::from_str(&t.frame()).unwrap();
+        assert_eq!(v["payload"]["to"], "sip:1004@x");
+        assert!(v["payload"].get("sipStatus").is_none());
+    }
+
+    #[test]
+    fn results_are_typed_per_request() {
+        let v = |f: String| serde_json::from_str::<Value>(&f).unwrap();
+        assert_eq!(
+            v(result("1", Reply::Done {})),
+            serde_json::json!({"type": "result", "id": "1", "payload": {}})
+        );
+        assert_eq!(
+            v(result(
+                "2",
+                Reply::Calling {
+                    call_id: "c1",
+                    sdp: "v=0"
+                }
+            ))["payload"],
+            serde_json::json!({"callId": "c1", "sdp": "v=0"})
+        );
+        assert_eq!(
+            v(result(
+                "3",
+                Reply::Resumed {
+                    calls: vec!["a"],
+                    dn: None
+                }
+            ))["payload"],
+            serde_json::json!({"calls": ["a"]})
+        );
+        let reg = RegistrationState {
+            dn: "5001",
+            state: "registered",
+            reason: None,
+            sip_status: None,
+        };
+        assert_eq!(
+            v(reg.frame())["payload"],
+            serde_json::json!({"dn": "5001", "state": "registered"})
+        );
+        assert_eq!(
+            reg.live("s1")["reason"],
+            Value::Null,
+            "watchers see every field"
+        );
     }
 }

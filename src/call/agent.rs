@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::state::Event;
+use super::state::Event as CallEvent;
 use super::transfer::TransferState;
 use super::Env;
 use crate::directory::calls::{CallCommand, CallNote};
-use crate::protocol;
+use crate::protocol::{self, Event};
 
 /// The agent's side of a call: where its browser session hears events and replies, and the
 /// live event bus that watchers of the DN see.
@@ -22,30 +21,27 @@ pub(super) struct Agent {
     pub(super) inbox: mpsc::UnboundedSender<CallNote>,
 }
 
-/// Call events that `/api/events` subscribers see too (DTMF stays private: agents key in
-/// card numbers).
-const LIVE: &[&str] = &[
-    "ringing",
-    "earlyMedia",
-    "answered",
-    "held",
-    "resumed",
-    "transferState",
-    "hangup",
-];
-
 impl Agent {
-    pub(super) fn tell(&self, kind: &str, payload: serde_json::Value) {
-        if LIVE.contains(&kind) {
-            let mut live = payload.clone();
-            live["dn"] = json!(self.dn);
-            self.env.directory.events.publish(kind, live);
+    /// Sends an event to the browser and, unless it is private, to `/api/events` watchers.
+    pub(super) fn emit(&self, event: Event) {
+        if let Some(live) = event.live(&self.dn) {
+            self.env.directory.events.publish(event.kind(), live);
         }
         let _ = self.inbox.send(CallNote {
             call_id: self.id.clone(),
-            frame: protocol::frame(kind, None, payload),
-            ended: kind == "hangup",
+            frame: event.frame(),
+            ended: matches!(event, Event::Hangup { .. }),
             handle: None,
+        });
+    }
+
+    /// `held` or `resumed`.
+    pub(super) fn hold_changed(&self, held: bool, by: &'static str) {
+        let call_id = self.id.clone();
+        self.emit(if held {
+            Event::Held { call_id, by }
+        } else {
+            Event::Resumed { call_id, by }
         });
     }
 
@@ -53,7 +49,7 @@ impl Agent {
     /// order the protocol promises holds.
     pub(super) fn reply(&self, request_id: &str, r: Result<(), String>) {
         let frame = match r {
-            Ok(()) => protocol::frame("result", Some(request_id), json!({})),
+            Ok(()) => protocol::result(request_id, protocol::Reply::Done {}),
             Err(m) => protocol::error(
                 Some(request_id),
                 protocol::ErrorCode::InvalidState,
@@ -70,12 +66,14 @@ impl Agent {
     }
 
     /// A `dtmf` event.
-    pub(super) fn dtmf(&self, digit: char, duration: u32, method: &str) {
+    pub(super) fn dtmf(&self, digit: char, duration: u32, method: &'static str) {
         info!(%digit, method, "far-end DTMF");
-        self.tell(
-            "dtmf",
-            json!({ "callId": self.id, "digit": digit.to_string(), "duration": duration, "method": method }),
-        );
+        self.emit(Event::Dtmf {
+            call_id: self.id.clone(),
+            digit: digit.to_string(),
+            duration,
+            method,
+        });
     }
 
     /// A `transferState` event. `by: remote` (an addition to PROTOCOL.md v1) marks a transfer
@@ -87,15 +85,13 @@ impl Agent {
         remote: Option<&str>,
     ) {
         info!(state = state.as_str(), sip_status, "transfer");
-        let mut p = json!({ "callId": self.id, "state": state.as_str() });
-        if let Some(s) = sip_status {
-            p["sipStatus"] = json!(s);
-        }
-        if let Some(to) = remote {
-            p["by"] = json!("remote");
-            p["to"] = json!(to);
-        }
-        self.tell("transferState", p);
+        self.emit(Event::TransferState {
+            call_id: self.id.clone(),
+            state: state.as_str(),
+            sip_status,
+            by: remote.map(|_| "remote"),
+            to: remote.map(str::to_string),
+        });
     }
 
     /// Every request gets one reply: those still queued when the call ended get an error.
@@ -117,33 +113,34 @@ impl Agent {
         let ok = r.is_ok();
         self.reply(request_id, r);
         if ok {
-            let kind = if on { "held" } else { "resumed" };
-            info!(kind, "local hold change");
-            self.tell(kind, json!({ "callId": self.id, "by": "local" }));
+            info!(held = on, "local hold change");
+            self.hold_changed(on, "local");
         }
     }
 
-    pub(super) fn event(&self, e: &Event) {
-        match e {
-            Event::Ringing(status) => {
-                self.tell("ringing", json!({ "callId": self.id, "sipStatus": status }))
-            }
-            Event::EarlyMedia => self.tell("earlyMedia", json!({ "callId": self.id })),
-            Event::Answered => {
+    /// What the call's state machine has the browser hear.
+    pub(super) fn on_call_event(&self, e: &CallEvent) {
+        let call_id = self.id.clone();
+        self.emit(match *e {
+            CallEvent::Ringing(sip_status) => Event::Ringing {
+                call_id,
+                sip_status,
+            },
+            CallEvent::EarlyMedia => Event::EarlyMedia { call_id },
+            CallEvent::Answered => {
                 self.env.directory.calls.answered(&self.id);
-                self.tell("answered", json!({ "callId": self.id }))
+                Event::Answered { call_id }
             }
-            Event::Hangup {
+            CallEvent::Hangup {
                 by,
                 cause,
                 sip_status,
-            } => {
-                let mut p = json!({ "callId": self.id, "by": by.as_str(), "cause": cause });
-                if let Some(s) = sip_status {
-                    p["sipStatus"] = json!(s);
-                }
-                self.tell("hangup", p)
-            }
-        }
+            } => Event::Hangup {
+                call_id,
+                by: by.as_str(),
+                cause,
+                sip_status,
+            },
+        });
     }
 }

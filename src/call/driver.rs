@@ -15,7 +15,6 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, Response, StatusCode, Uri};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
@@ -80,7 +79,7 @@ enum Wake {
 
 /// One call.
 struct Call {
-    ctx: Agent,
+    agent: Agent,
     dn: String,
     state: CallState,
     media: MediaSession,
@@ -134,7 +133,7 @@ async fn run_outgoing(
     inbox: mpsc::UnboundedSender<CallNote>,
     cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
-    let ctx = Agent {
+    let agent = Agent {
         env: env.clone(),
         id: call.id.clone(),
         dn: call.dn.clone(),
@@ -175,7 +174,7 @@ async fn run_outgoing(
             let actions = state.handle(Input::SipFailed(500));
             for a in &actions {
                 match a {
-                    Action::Browser(e) => ctx.event(e),
+                    Action::Browser(e) => agent.on_call_event(e),
                     Action::StopMedia => media.stop(),
                     _ => {}
                 }
@@ -188,7 +187,7 @@ async fn run_outgoing(
         .invite_latency
         .observe(call.requested_at.elapsed().as_secs_f64());
     info!(target_uri = %call.target, "INVITE sent");
-    let mut c = Call::new(ctx, call.dn, Direction::Outbound, media, leg);
+    let mut c = Call::new(agent, call.dn, Direction::Outbound, media, leg);
     c.credential = Some(credential);
     c.invite = Some(option);
     c.record_sip_call_id();
@@ -215,7 +214,7 @@ async fn run_incoming(
     dn: String,
     inbox: mpsc::UnboundedSender<CallNote>,
 ) {
-    let ctx = Agent {
+    let agent = Agent {
         env: env.clone(),
         id: id.clone(),
         dn: dn.clone(),
@@ -289,21 +288,19 @@ async fn run_incoming(
         let _ = tx_dialog.handle(&mut tx).await;
     });
     let _ = dialog.ringing(None, None);
-    let mut payload = json!({
-        "callId": id, "from": from_uri, "to": to_uri, "sdp": inbound.browser_offer,
-    });
-    if let Some(d) = display {
-        payload["displayName"] = json!(d);
-    }
-    let mut live = payload.clone();
-    if let Some(o) = live.as_object_mut() {
-        o.remove("sdp");
-        o.insert("dn".into(), json!(dn));
-    }
-    env.directory.events.publish("incomingCall", live);
-    let _ = ctx.inbox.send(CallNote {
+    let offer = protocol::Event::IncomingCall {
         call_id: id.clone(),
-        frame: protocol::frame("incomingCall", None, payload),
+        from: from_uri.clone(),
+        to: to_uri,
+        sdp: inbound.browser_offer,
+        display_name: display,
+    };
+    if let Some(live) = offer.live(&dn) {
+        env.directory.events.publish(offer.kind(), live);
+    }
+    let _ = agent.inbox.send(CallNote {
+        call_id: id.clone(),
+        frame: offer.frame(),
         ended: false,
         handle: Some(handle),
     });
@@ -314,7 +311,7 @@ async fn run_incoming(
         events: Some(events),
         invite: None,
     };
-    let mut c = Call::new(ctx, dn, Direction::Inbound, inbound.session, leg);
+    let mut c = Call::new(agent, dn, Direction::Inbound, inbound.session, leg);
     c.peer_update = peer_update;
     let mut answer_headers = vec![
         Header::ContentType("application/sdp".into()),
@@ -382,9 +379,15 @@ async fn sleep_opt(at: Option<Instant>) {
 const REINVITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl Call {
-    fn new(ctx: Agent, dn: String, direction: Direction, media: MediaSession, leg: SipLeg) -> Self {
+    fn new(
+        agent: Agent,
+        dn: String,
+        direction: Direction,
+        media: MediaSession,
+        leg: SipLeg,
+    ) -> Self {
         Call {
-            ctx,
+            agent,
             dn,
             state: CallState::new(direction),
             media,
@@ -428,7 +431,7 @@ impl Call {
     }
 
     fn env(&self) -> &Arc<Env> {
-        &self.ctx.env
+        &self.agent.env
     }
 
     fn record_sip_call_id(&self) {
@@ -437,7 +440,7 @@ impl Call {
         self.env()
             .directory
             .calls
-            .update(&self.ctx.id, |c| c.sip_call_id = Some(sip_call_id));
+            .update(&self.agent.id, |c| c.sip_call_id = Some(sip_call_id));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -475,7 +478,7 @@ impl Call {
                     self.leg.events = None;
                     None
                 }
-                Wake::Media(Some(ev)) => media_input(&self.ctx, ev),
+                Wake::Media(Some(ev)) => media_input(&self.agent, ev),
                 Wake::Media(None) => {
                     self.media_open = false;
                     None
@@ -494,10 +497,10 @@ impl Call {
                 break;
             }
         }
-        self.ctx.refuse_pending(&mut cmds);
+        self.agent.refuse_pending(&mut cmds);
         crate::metrics::get().call_media(&self.media.counters_handle().snapshot());
         let env = self.env().clone();
-        env.directory.calls.remove(&self.ctx.id);
+        env.directory.calls.remove(&self.agent.id);
         if let Some(r) = self.replacement.take() {
             let _ = r.leg.dialog.hangup().await;
             env.dialogs.remove_dialog(&r.leg.dialog.id());
@@ -513,7 +516,7 @@ impl Call {
             Some(CallCommand::Reject(s)) if inbound => Some(Input::BrowserReject(s)),
             Some(CallCommand::Reject(_)) => None,
             Some(CallCommand::Answer { request_id, .. }) if !inbound => {
-                self.ctx.reply(
+                self.agent.reply(
                     &request_id,
                     Err("an outgoing call cannot be answered".into()),
                 );
@@ -523,18 +526,18 @@ impl Call {
                 match self.media.set_browser_answer(&sdp) {
                     // The `result` goes first, then the `answered` event (PROTOCOL.md).
                     Ok(()) => {
-                        self.ctx.reply(&request_id, Ok(()));
+                        self.agent.reply(&request_id, Ok(()));
                         Some(Input::BrowserAnswer)
                     }
                     Err(e) => {
-                        self.ctx.reply(&request_id, Err(e.to_string()));
+                        self.agent.reply(&request_id, Err(e.to_string()));
                         None
                     }
                 }
             }
             Some(CallCommand::Hold { on, request_id }) => {
                 let r = self.hold(on).await;
-                self.ctx.held(&request_id, r, on);
+                self.agent.held(&request_id, r, on);
                 None
             }
             Some(CallCommand::Dtmf {
@@ -544,7 +547,7 @@ impl Call {
                 request_id,
             }) => {
                 let r = self.send_dtmf(&digits, duration, info).await;
-                self.ctx.reply(&request_id, r);
+                self.agent.reply(&request_id, r);
                 None
             }
             Some(CallCommand::Transfer { target, request_id }) => {
@@ -633,17 +636,17 @@ impl Call {
     /// outcome and NOTIFYs drive the rest.
     fn start_transfer(&mut self, target: String, request_id: &str) {
         if self.state.phase() != Phase::Answered {
-            self.ctx
+            self.agent
                 .reply(request_id, Err("the call is not answered".into()));
             return;
         }
         if self.transfer.is_some() || self.replacement.is_some() {
-            self.ctx
+            self.agent
                 .reply(request_id, Err("a transfer is already in progress".into()));
             return;
         }
-        self.ctx.reply(request_id, Ok(()));
-        self.ctx.transfer_state(TransferState::Trying, None, None);
+        self.agent.reply(request_id, Ok(()));
+        self.agent.transfer_state(TransferState::Trying, None, None);
         info!(to = %target, "REFER");
         self.transfer = Some(Transfer::start(Instant::now()));
         let dialog = self.leg.dialog.clone();
@@ -743,7 +746,7 @@ impl Call {
                     .is_some_and(|ct| ct.to_ascii_lowercase().contains("dtmf-relay"));
                 match info_dtmf(&req.body).filter(|_| is_dtmf) {
                     Some((digit, duration)) => {
-                        self.ctx.dtmf(digit, duration, "info");
+                        self.agent.dtmf(digit, duration, "info");
                         let _ = handle.reply(StatusCode::OK).await;
                     }
                     None => {
@@ -789,7 +792,7 @@ impl Call {
         self.env()
             .directory
             .calls
-            .update(&self.ctx.id, |c| c.codec = codec);
+            .update(&self.agent.id, |c| c.codec = codec);
     }
 
     /// A re-INVITE or UPDATE from the far end: an RFC 3264 answer (`held`/`resumed` for the
@@ -865,9 +868,7 @@ impl Call {
                     .await;
                 if held != self.remote_hold {
                     self.remote_hold = held;
-                    let kind = if held { "held" } else { "resumed" };
-                    self.ctx
-                        .tell(kind, json!({ "callId": self.ctx.id, "by": "remote" }));
+                    self.agent.hold_changed(held, "remote");
                 }
             }
             Err(e) => {
@@ -887,7 +888,7 @@ impl Call {
         let terminated = headers::value(req.headers.iter(), "Subscription-State")
             .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
         let step = t.on_notify(transfer::sipfrag_status(&req.body), terminated)?;
-        self.ctx.transfer_state(step.state, step.sip_status, None);
+        self.agent.transfer_state(step.state, step.sip_status, None);
         if step.done {
             self.transfer = None;
         }
@@ -901,13 +902,14 @@ impl Call {
         req: &rsipstack::sip::Request,
         handle: rsipstack::dialog::dialog::TransactionHandle,
     ) {
-        let ctx = transfer::ReferContext {
+        let situation = transfer::ReferContext {
             enabled: self.env().cfg.accept_refer,
             answered: self.state.phase() == Phase::Answered,
             busy: self.transfer.is_some() || self.replacement.is_some(),
         };
         let refer_to = headers::value(req.headers.iter(), "Refer-To");
-        let target = match transfer::accept_refer(ctx, refer_to, |u| Uri::try_from(u).is_ok()) {
+        let target = match transfer::accept_refer(situation, refer_to, |u| Uri::try_from(u).is_ok())
+        {
             Ok(t) => t,
             Err(refused) => {
                 info!(status = refused.status, why = %refused.why, "REFER refused");
@@ -949,7 +951,7 @@ impl Call {
         info!(to = %target, "REFER accepted: calling the transfer target");
         let notifier = spawn_notifier(self.leg.dialog.clone(), self.env().clone());
         let _ = notifier.send(ToTransferor::Progress(100));
-        self.ctx
+        self.agent
             .transfer_state(TransferState::Trying, None, Some(&target));
         self.replacement = Some(Replacement {
             leg,
@@ -990,13 +992,12 @@ impl Call {
                 self.env()
                     .directory
                     .calls
-                    .update(&self.ctx.id, |c| c.remote = remote);
-                self.ctx
+                    .update(&self.agent.id, |c| c.remote = remote);
+                self.agent
                     .transfer_state(TransferState::Succeeded, Some(200), Some(&r.target));
                 if self.remote_hold {
                     self.remote_hold = false;
-                    self.ctx
-                        .tell("resumed", json!({ "callId": self.ctx.id, "by": "remote" }));
+                    self.agent.hold_changed(false, "remote");
                 }
                 None
             }
@@ -1021,7 +1022,7 @@ impl Call {
         let status = status?;
         let rep = self.replacement.take()?;
         self.env().dialogs.remove_dialog(&rep.leg.dialog.id());
-        self.ctx
+        self.agent
             .transfer_state(TransferState::Failed, Some(status), Some(&rep.target));
         match transfer::target_outcome(Some(status), rep.old_gone) {
             TargetOutcome::End => Some(Input::TransferFailed(status)),
@@ -1035,7 +1036,7 @@ impl Call {
     fn on_timer(&mut self) -> Option<Input> {
         let now = Instant::now();
         if let Some(step) = self.transfer.as_ref().and_then(|t| t.expired(now)) {
-            self.ctx.transfer_state(step.state, step.sip_status, None);
+            self.agent.transfer_state(step.state, step.sip_status, None);
             self.transfer = None;
         }
         match self.timer.as_mut()?.poll(now)? {
@@ -1122,7 +1123,7 @@ impl Call {
                 };
                 let t = self.transfer.as_mut()?;
                 let step = t.on_refer_response(status, Instant::now());
-                self.ctx.transfer_state(step.state, step.sip_status, None);
+                self.agent.transfer_state(step.state, step.sip_status, None);
                 if step.done {
                     self.transfer = None;
                 }
@@ -1134,7 +1135,7 @@ impl Call {
     async fn run_actions(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
-                Action::Browser(e) => self.ctx.event(e),
+                Action::Browser(e) => self.agent.on_call_event(e),
                 Action::SipCancel => {
                     if let Err(e) = self.leg.dialog.cancel().await {
                         debug!(error = %e, "CANCEL failed");
@@ -1175,7 +1176,7 @@ impl Call {
 
 /// A media event as an input for the call (logged once here); key presses go straight to
 /// the browser as `dtmf` events.
-fn media_input(ctx: &Agent, ev: MediaEvent) -> Option<Input> {
+fn media_input(agent: &Agent, ev: MediaEvent) -> Option<Input> {
     Some(match ev {
         MediaEvent::BrowserConnected => {
             info!("browser media connected");
@@ -1194,7 +1195,7 @@ fn media_input(ctx: &Agent, ev: MediaEvent) -> Option<Input> {
             Input::MediaTimeout
         }
         MediaEvent::Dtmf(press) => {
-            ctx.dtmf(press.digit, press.duration_ms, "rfc4733");
+            agent.dtmf(press.digit, press.duration_ms, "rfc4733");
             return None;
         }
     })

@@ -4,7 +4,7 @@
 pub mod digest;
 pub mod headers;
 pub mod keepalive;
-pub mod registrar;
+pub mod register_task;
 pub mod registration;
 pub mod sanity;
 pub mod ua;

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::protocol::{self, ErrorCode, Request};
+use crate::protocol::{self, ErrorCode, Event, Reply, Request};
 use std::collections::HashMap;
 
 use crate::app::App;
@@ -19,7 +18,7 @@ use crate::directory::calls::{CallCommand, CallHandle, CallNote};
 use crate::directory::rfc3339;
 use crate::directory::sessions::{Attach, Resumable, ResumeRefused};
 use crate::directory::AgentLink;
-use crate::sip::registrar::{self, RegEvent, RegistrationHandle, RegistrationParams};
+use crate::sip::register_task::{self, RegEvent, RegistrationHandle, RegistrationParams};
 
 /// How long a session waits for its registration to finish unregistering at the end.
 const UNREGISTER_WAIT: Duration = Duration::from_secs(12);
@@ -202,13 +201,10 @@ impl Session {
     }
 
     fn resume_result(&self, request_id: &str) -> String {
-        let mut calls: Vec<&String> = self.calls.keys().collect();
+        let mut calls: Vec<&str> = self.calls.keys().map(String::as_str).collect();
         calls.sort();
-        let mut payload = json!({ "calls": calls });
-        if let Some(reg) = &self.reg {
-            payload["dn"] = json!(reg.dn);
-        }
-        protocol::frame("result", Some(request_id), payload)
+        let dn = self.reg.as_ref().map(|r| r.dn.as_str());
+        protocol::result(request_id, Reply::Resumed { calls, dn })
     }
 
     /// The socket loop: requests, registration events, pings.
@@ -392,11 +388,13 @@ impl Session {
                 .calls
                 .drain()
                 .map(|(call_id, _)| {
-                    protocol::frame(
-                        "hangup",
-                        None,
-                        json!({ "callId": call_id, "by": "server", "cause": "shutdown" }),
-                    )
+                    Event::Hangup {
+                        call_id,
+                        by: "server",
+                        cause: "shutdown",
+                        sip_status: None,
+                    }
+                    .frame()
                 })
                 .collect();
             if send_all(s, frames).await.is_err() {
@@ -465,10 +463,11 @@ impl Session {
         };
         crate::metrics::get().ws_message(request.kind());
         match request {
-            Request::Ping => vec![protocol::frame(
-                "result",
-                Some(&id),
-                json!({ "time": rfc3339(SystemTime::now()) }),
+            Request::Ping => vec![protocol::result(
+                &id,
+                Reply::Pong {
+                    time: rfc3339(SystemTime::now()),
+                },
             )],
             Request::Register(p) => self.register(id, p),
             Request::Unregister => self.unregister(id),
@@ -570,7 +569,7 @@ impl Session {
         }
         tracing::Span::current().record("dn", p.dn.as_str());
         info!(dn = %p.dn, "registering");
-        let handle = registrar::spawn(
+        let handle = register_task::spawn(
             self.app.ua.clone(),
             self.app.directory.clone(),
             RegistrationParams {
@@ -675,7 +674,10 @@ impl Session {
         vec![protocol::frame(
             "result",
             Some(&id),
-            json!({ "callId": call_id, "sdp": out.browser_answer }),
+            Reply::Calling {
+                call_id: &call_id,
+                sdp: &out.browser_answer,
+            },
         )]
     }
 
@@ -708,7 +710,7 @@ impl Session {
 
     fn call_command(&mut self, id: String, call_id: &str, cmd: CallCommand) -> Vec<String> {
         match self.calls.get(call_id) {
-            Some(call) if call.send(cmd) => vec![protocol::frame("result", Some(&id), json!({}))],
+            Some(call) if call.send(cmd) => vec![protocol::result(&id, Reply::Done {})],
             _ => vec![protocol::error(
                 Some(&id),
                 ErrorCode::NoSuchCall,
@@ -729,7 +731,7 @@ impl Session {
                 None,
             )];
         }
-        vec![protocol::frame("result", Some(&id), json!({}))]
+        vec![protocol::result(&id, Reply::Done {})]
     }
 
     fn on_call_note(&mut self, note: CallNote) -> Vec<String> {
@@ -768,20 +770,16 @@ impl Session {
         };
         let dn = reg.dn.clone();
         let state = |state: &str, reason: Option<&str>, sip_status: Option<u16>| {
-            app.directory.events.publish(
-                "registrationState",
-                json!({ "dn": dn, "state": state, "reason": reason, "sipStatus": sip_status, "sessionId": session_id }),
-            );
-            protocol::frame(
-                "registrationState",
-                None,
-                protocol::RegistrationState {
-                    dn: &dn,
-                    state,
-                    reason,
-                    sip_status,
-                },
-            )
+            let reg = protocol::RegistrationState {
+                dn: &dn,
+                state,
+                reason,
+                sip_status,
+            };
+            app.directory
+                .events
+                .publish("registrationState", reg.live(&session_id));
+            reg.frame()
         };
         match ev {
             RegEvent::Registered { expires } => {
@@ -790,10 +788,9 @@ impl Session {
                 }
                 let mut out = Vec::new();
                 if let Some(id) = reg.pending_register.take() {
-                    out.push(protocol::frame(
-                        "result",
-                        Some(&id),
-                        json!({ "dn": dn, "expires": expires }),
+                    out.push(protocol::result(
+                        &id,
+                        Reply::Registered { dn: &dn, expires },
                     ));
                 }
                 if reg.told.replace("registered") != Some("registered") {
@@ -862,7 +859,7 @@ impl Session {
                     ));
                 }
                 for id in reg.pending_unregister.drain(..) {
-                    out.push(protocol::frame("result", Some(&id), json!({})));
+                    out.push(protocol::result(&id, Reply::Done {}));
                 }
                 out.push(state("unregistered", None, None));
                 self.app.directory.registry.unlink(&dn, &self.id);
