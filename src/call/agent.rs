@@ -9,7 +9,7 @@ use tracing::info;
 use super::state::Event as CallEvent;
 use super::transfer::TransferState;
 use super::Env;
-use crate::directory::calls::{CallCommand, CallNote};
+use crate::directory::calls::{CallCommand, ToSession};
 use crate::protocol::{self, Event};
 
 /// The agent's side of a call: where its browser session hears events and replies, and the
@@ -18,7 +18,7 @@ pub(super) struct Agent {
     pub(super) env: Arc<Env>,
     pub(super) id: String,
     pub(super) dn: String,
-    pub(super) inbox: mpsc::UnboundedSender<CallNote>,
+    pub(super) inbox: mpsc::UnboundedSender<ToSession>,
 }
 
 impl Agent {
@@ -27,7 +27,7 @@ impl Agent {
         if let Some(live) = event.live(&self.dn) {
             self.env.directory.events.publish(event.kind(), live);
         }
-        let _ = self.inbox.send(CallNote {
+        let _ = self.inbox.send(ToSession {
             call_id: self.id.clone(),
             frame: event.frame(),
             ended: matches!(event, Event::Hangup { .. }),
@@ -57,7 +57,7 @@ impl Agent {
                 None,
             ),
         };
-        let _ = self.inbox.send(CallNote {
+        let _ = self.inbox.send(ToSession {
             call_id: self.id.clone(),
             frame,
             ended: false,

@@ -32,7 +32,7 @@ use super::state::{Action, CallState, Direction, Event, Input, Phase};
 use super::transfer::{self, TargetOutcome, Transfer, TransferState};
 use super::Env;
 pub use crate::directory::calls::CallCommand;
-use crate::directory::calls::{self, CallHandle, CallNote, CallRow};
+use crate::directory::calls::{self, CallHandle, CallRow, ToSession};
 use crate::protocol;
 use crate::sip::headers;
 use crate::sip::ua::ALLOW;
@@ -62,7 +62,7 @@ enum Done {
     /// The agent's REFER.
     Refer(rsipstack::Result<Option<Response>>),
     /// Nothing to act on (NOTIFYs, the old leg's BYE).
-    Quiet,
+    Nothing,
 }
 
 /// What woke the call's task.
@@ -112,7 +112,7 @@ struct Call {
 pub fn spawn_outgoing(
     env: Arc<Env>,
     call: Outgoing,
-    inbox: mpsc::UnboundedSender<CallNote>,
+    inbox: mpsc::UnboundedSender<ToSession>,
 ) -> CallHandle {
     let (handle, rx) = CallHandle::new(&call.id);
     env.directory.calls.insert(CallRow::new(
@@ -130,7 +130,7 @@ pub fn spawn_outgoing(
 async fn run_outgoing(
     env: Arc<Env>,
     call: Outgoing,
-    inbox: mpsc::UnboundedSender<CallNote>,
+    inbox: mpsc::UnboundedSender<ToSession>,
     cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
     let agent = Agent {
@@ -199,7 +199,7 @@ pub fn spawn_incoming(
     env: Arc<Env>,
     tx: rsipstack::transaction::transaction::Transaction,
     dn: String,
-    inbox: mpsc::UnboundedSender<CallNote>,
+    inbox: mpsc::UnboundedSender<ToSession>,
 ) {
     let id = format!("{:032x}", rand::random::<u128>());
     let span =
@@ -212,7 +212,7 @@ async fn run_incoming(
     mut tx: rsipstack::transaction::transaction::Transaction,
     id: String,
     dn: String,
-    inbox: mpsc::UnboundedSender<CallNote>,
+    inbox: mpsc::UnboundedSender<ToSession>,
 ) {
     let agent = Agent {
         env: env.clone(),
@@ -298,7 +298,7 @@ async fn run_incoming(
     if let Some(live) = offer.live(&dn) {
         env.directory.events.publish(offer.kind(), live);
     }
-    let _ = agent.inbox.send(CallNote {
+    let _ = agent.inbox.send(ToSession {
         call_id: id.clone(),
         frame: offer.frame(),
         ended: false,
@@ -422,11 +422,7 @@ impl Call {
         });
         if let Some(status) = status {
             self.setup_counted = true;
-            let dir = match self.state.direction() {
-                Direction::Inbound => "inbound",
-                Direction::Outbound => "outbound",
-            };
-            crate::metrics::get().call_setup(dir, status);
+            crate::metrics::get().call_setup(self.state.direction().as_str(), status);
         }
     }
 
@@ -464,7 +460,7 @@ impl Call {
                 w = replacement_wake(&mut self.replacement) => w,
                 Some(done) = self.background.join_next(), if !self.background.is_empty() => match done {
                     Ok(done) => Wake::Done(done),
-                    Err(_) => Wake::Done(Done::Quiet),
+                    Err(_) => Wake::Done(Done::Nothing),
                 },
             };
             let input = match wake {
@@ -1080,7 +1076,7 @@ impl Call {
 
     fn on_done(&mut self, done: Done) -> Option<Input> {
         match done {
-            Done::Quiet => None,
+            Done::Nothing => None,
             Done::Refresh(r) => {
                 let status = match &r {
                     Ok(Some(resp)) => resp.status_code.code(),

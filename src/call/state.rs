@@ -5,27 +5,9 @@
 //! (CANCEL before a final response, BYE after 2xx, a final error response for an unanswered
 //! incoming call).
 
-/// Which side started the call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// The browser called out.
-    Outbound,
-    /// A SIP INVITE came in for the browser's DN.
-    Inbound,
-}
-
-/// Where the call is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// INVITE sent (outbound) or `incomingCall` sent (inbound), no answer yet.
-    Setup,
-    /// The far end (outbound) or the browser (inbound) is alerting.
-    Ringing,
-    /// Answered.
-    Answered,
-    /// Over.
-    Ended,
-}
+// The call's direction and phase are the call table's types: what REST shows is what the
+// state machine decides, with no translation in between.
+pub use crate::directory::calls::{Direction, Phase};
 
 /// Who ended a call, as the `hangup` event says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

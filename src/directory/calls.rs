@@ -130,7 +130,7 @@ impl CallHandle {
 
 /// A frame for the browser session that owns the call.
 #[derive(Debug, Clone)]
-pub struct CallNote {
+pub struct ToSession {
     /// Protocol call id.
     pub call_id: String,
     /// The ready-made protocol frame.
@@ -191,7 +191,6 @@ impl CallRow {
 
     /// The REST view of this call (REST.md `/api/calls/active`).
     pub fn view(&self) -> CallView {
-        let m = self.counters.snapshot();
         CallView {
             call_id: self.handle.id.clone(),
             dn: self.dn.clone(),
@@ -202,14 +201,7 @@ impl CallRow {
             answered_at: self.answered_at.map(rfc3339),
             sip_call_id: self.sip_call_id.clone(),
             codec: self.codec.clone(),
-            media: MediaView {
-                packets_in: m.packets_in,
-                packets_out: m.packets_out,
-                bytes_in: m.bytes_in,
-                bytes_out: m.bytes_out,
-                lost: m.lost,
-                jitter_ms: m.jitter_ms,
-            },
+            media: self.counters.snapshot().into(),
         }
     }
 }
@@ -346,6 +338,19 @@ pub struct MediaView {
     pub lost: u64,
     /// Interarrival jitter, ms.
     pub jitter_ms: f64,
+}
+
+impl From<MediaSnapshot> for MediaView {
+    fn from(m: MediaSnapshot) -> MediaView {
+        MediaView {
+            packets_in: m.packets_in,
+            packets_out: m.packets_out,
+            bytes_in: m.bytes_in,
+            bytes_out: m.bytes_out,
+            lost: m.lost,
+            jitter_ms: m.jitter_ms,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::calls::CallNote;
+use super::calls::ToSession;
 use super::rfc3339;
 use crate::auth::Secret;
 
@@ -58,7 +58,7 @@ pub struct AgentLink {
     /// The owning session.
     pub session_id: String,
     /// The session's inbox.
-    pub inbox: mpsc::UnboundedSender<CallNote>,
+    pub inbox: mpsc::UnboundedSender<ToSession>,
 }
 
 #[derive(Clone, Debug)]

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use crate::app::App;
 use crate::auth::Secret;
-use crate::directory::calls::{CallCommand, CallHandle, CallNote};
+use crate::directory::calls::{CallCommand, CallHandle, ToSession};
 use crate::directory::rfc3339;
 use crate::directory::sessions::{Attach, Resumable, ResumeRefused};
 use crate::directory::AgentLink;
@@ -45,7 +45,7 @@ struct Session {
     id: String,
     reg: Option<Registration>,
     reg_tx: mpsc::UnboundedSender<RegEvent>,
-    call_tx: mpsc::UnboundedSender<CallNote>,
+    call_tx: mpsc::UnboundedSender<ToSession>,
     calls: HashMap<String, CallHandle>,
     /// Set by a `resume` request: hand this socket to that session.
     handover: Option<(mpsc::UnboundedSender<Attach>, String)>,
@@ -133,7 +133,7 @@ impl Session {
         resume_token: String,
         mut reg_rx: mpsc::UnboundedReceiver<RegEvent>,
         mut attach_rx: mpsc::UnboundedReceiver<Attach>,
-        mut call_rx: mpsc::UnboundedReceiver<CallNote>,
+        mut call_rx: mpsc::UnboundedReceiver<ToSession>,
     ) {
         info!("browser connected");
         let hello = protocol::frame(
@@ -213,7 +213,7 @@ impl Session {
         socket: &mut WebSocket,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
-        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        call_rx: &mut mpsc::UnboundedReceiver<ToSession>,
     ) -> End {
         // A disconnect asked for while no socket was attached (the grace period) must not
         // close the socket that resumed the session.
@@ -281,7 +281,7 @@ impl Session {
         &mut self,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
         attach_rx: &mut mpsc::UnboundedReceiver<Attach>,
-        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        call_rx: &mut mpsc::UnboundedReceiver<ToSession>,
     ) -> Option<Attach> {
         let grace = self.app.cfg.grace_period;
         info!(
@@ -310,7 +310,7 @@ impl Session {
     async fn finish(
         &mut self,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
-        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        call_rx: &mut mpsc::UnboundedReceiver<ToSession>,
     ) {
         let started = Instant::now();
         self.end_calls(call_rx, None).await;
@@ -330,7 +330,7 @@ impl Session {
         &mut self,
         mut socket: WebSocket,
         reg_rx: &mut mpsc::UnboundedReceiver<RegEvent>,
-        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        call_rx: &mut mpsc::UnboundedReceiver<ToSession>,
     ) {
         info!(
             calls = self.calls.len(),
@@ -357,7 +357,7 @@ impl Session {
     /// `socket` when there is one. Returns whether that socket is still usable.
     async fn end_calls(
         &mut self,
-        call_rx: &mut mpsc::UnboundedReceiver<CallNote>,
+        call_rx: &mut mpsc::UnboundedReceiver<ToSession>,
         mut socket: Option<&mut WebSocket>,
     ) -> bool {
         for call in self.calls.values() {
@@ -734,7 +734,7 @@ impl Session {
         vec![protocol::result(&id, Reply::Done {})]
     }
 
-    fn on_call_note(&mut self, note: CallNote) -> Vec<String> {
+    fn on_call_note(&mut self, note: ToSession) -> Vec<String> {
         if let Some(handle) = note.handle {
             self.calls.insert(note.call_id.clone(), handle);
         }
