@@ -69,6 +69,38 @@ enum End {
     Replaced(Box<Attach>),
 }
 
+/// The `register` request's error when the registrar refuses the first REGISTER: wrong
+/// credentials (after the digest was tried), no answer, or another final status.
+fn refusal(dn: &str, status: u16, auth: bool) -> (ErrorCode, String, Option<u16>) {
+    match (status, auth) {
+        (_, true) => (
+            ErrorCode::AuthFailed,
+            format!("the registrar refused the credentials for DN {dn}"),
+            Some(status),
+        ),
+        (408, false) => (
+            ErrorCode::Timeout,
+            "the registrar did not answer".to_string(),
+            None,
+        ),
+        _ => (
+            ErrorCode::UpstreamUnavailable,
+            format!("the registrar answered {status}"),
+            Some(status),
+        ),
+    }
+}
+
+/// `registrationState: failed`'s reason and SIP status when a registered DN's refresh fails
+/// (the REGISTER task retries on its own).
+fn lost(status: u16) -> (&'static str, Option<u16>) {
+    if status == 408 {
+        ("registrar not answering; retrying", None)
+    } else {
+        ("refresh refused; retrying", Some(status))
+    }
+}
+
 /// Sends frames with one flush, so a reply and the event after it leave in one TCP write
 /// (two small writes would meet Nagle's algorithm and the peer's delayed ACK: 40 ms).
 async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> Result<(), ()> {
@@ -813,23 +845,7 @@ impl Session {
                 }
                 let mut out = Vec::new();
                 if let Some(id) = reg.pending_register.take() {
-                    let (code, message, sip) = match (status, auth) {
-                        (_, true) => (
-                            ErrorCode::AuthFailed,
-                            format!("the registrar refused the credentials for DN {dn}"),
-                            Some(status),
-                        ),
-                        (408, false) => (
-                            ErrorCode::Timeout,
-                            "the registrar did not answer".to_string(),
-                            None,
-                        ),
-                        _ => (
-                            ErrorCode::UpstreamUnavailable,
-                            format!("the registrar answered {status}"),
-                            Some(status),
-                        ),
-                    };
+                    let (code, message, sip) = refusal(&dn, status, auth);
                     out.push(protocol::error(Some(&id), code, &message, sip));
                 }
                 self.app.directory.registry.unlink(&dn, &self.id);
@@ -837,12 +853,7 @@ impl Session {
                 out
             }
             RegEvent::Lost { status } => {
-                let sip = (status != 408).then_some(status);
-                let reason = if status == 408 {
-                    "registrar not answering; retrying"
-                } else {
-                    "refresh refused; retrying"
-                };
+                let (reason, sip) = lost(status);
                 if reg.told.replace("failed") == Some("failed") {
                     return Vec::new();
                 }
@@ -867,5 +878,28 @@ impl Session {
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrar_refusals_say_what_went_wrong_without_the_password() {
+        let (code, message, sip) = refusal("5001", 403, true);
+        assert_eq!((code.as_str(), sip), ("auth_failed", Some(403)));
+        assert!(message.contains("5001"));
+        let (code, _, sip) = refusal("5001", 408, false);
+        assert_eq!((code.as_str(), sip), ("timeout", None));
+        let (code, message, sip) = refusal("5001", 503, false);
+        assert_eq!((code.as_str(), sip), ("upstream_unavailable", Some(503)));
+        assert!(message.contains("503"));
+    }
+
+    #[test]
+    fn a_lost_registration_says_whether_the_registrar_answered() {
+        assert_eq!(lost(408), ("registrar not answering; retrying", None));
+        assert_eq!(lost(500), ("refresh refused; retrying", Some(500)));
     }
 }
