@@ -7,16 +7,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use mio::net::UdpSocket;
-use mio::{Interest, Registry, Token};
-use quinn_udp::UdpSocketState;
+use mio::{Registry, Token};
 
 use crate::relay::header;
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::rtp_leg::{RtcpPeer, RtpPeer};
 use crate::stats::ReceiveStats;
-use crate::udp::Path;
-use crate::udp::{send_on, Batch};
+use crate::udp::{Batch, Path, Socket};
 
 /// Why a SIP leg's sockets could not be taken on; the text names the socket.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +28,8 @@ pub enum SocketError {
 
 /// One call's plain RTP/AVP leg toward the far end: its sockets and their state.
 pub struct SipLeg {
-    rtp: UdpSocket,
-    rtp_state: UdpSocketState,
-    rtcp: UdpSocket,
-    rtcp_state: UdpSocketState,
+    rtp: Socket,
+    rtcp: Socket,
     peer: RtpPeer,
     rtcp_peer: RtcpPeer,
     in_ssrc: Option<u32>,
@@ -48,17 +43,9 @@ impl SipLeg {
     /// Takes over a bound RTP socket and its RTCP socket (the RTP port + 1), made
     /// non-blocking for the worker's poll.
     pub fn new(rtp: std::net::UdpSocket, rtcp: std::net::UdpSocket) -> Result<Self, SocketError> {
-        rtp.set_nonblocking(true).map_err(SocketError::Rtp)?;
-        rtcp.set_nonblocking(true).map_err(SocketError::Rtcp)?;
-        let rtp = UdpSocket::from_std(rtp);
-        let rtp_state = UdpSocketState::new((&rtp).into()).map_err(SocketError::Rtp)?;
-        let rtcp = UdpSocket::from_std(rtcp);
-        let rtcp_state = UdpSocketState::new((&rtcp).into()).map_err(SocketError::Rtcp)?;
         Ok(SipLeg {
-            rtp,
-            rtp_state,
-            rtcp,
-            rtcp_state,
+            rtp: Socket::new(rtp).map_err(SocketError::Rtp)?,
+            rtcp: Socket::new(rtcp).map_err(SocketError::Rtcp)?,
             peer: RtpPeer::new(),
             rtcp_peer: RtcpPeer::new(),
             in_ssrc: None,
@@ -75,11 +62,11 @@ impl SipLeg {
         rtp: Token,
         rtcp: Token,
     ) -> Result<(), SocketError> {
-        registry
-            .register(&mut self.rtcp, rtcp, Interest::READABLE)
+        self.rtcp
+            .register(registry, rtcp)
             .map_err(SocketError::Rtcp)?;
-        if let Err(e) = registry.register(&mut self.rtp, rtp, Interest::READABLE) {
-            let _ = registry.deregister(&mut self.rtcp);
+        if let Err(e) = self.rtp.register(registry, rtp) {
+            self.rtcp.deregister(registry);
             return Err(SocketError::Rtp(e));
         }
         Ok(())
@@ -87,8 +74,8 @@ impl SipLeg {
 
     /// Undoes [`SipLeg::register`]; the sockets close when the leg is dropped.
     pub fn deregister(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.rtp);
-        let _ = registry.deregister(&mut self.rtcp);
+        self.rtp.deregister(registry);
+        self.rtcp.deregister(registry);
     }
 
     /// The far end's addresses from its SDP: RTP (`None` for none: hold, port 0) and RTCP
@@ -106,12 +93,12 @@ impl SipLeg {
 
     /// Reads what the RTP socket has into `batch`.
     pub(crate) fn recv_rtp(&self, batch: &mut Batch) -> io::Result<usize> {
-        batch.recv(&self.rtp_state, &self.rtp)
+        self.rtp.recv(batch)
     }
 
     /// Reads what the RTCP socket has into `batch`.
     pub(crate) fn recv_rtcp(&self, batch: &mut Batch) -> io::Result<usize> {
-        batch.recv(&self.rtcp_state, &self.rtcp)
+        self.rtcp.recv(batch)
     }
 
     /// A datagram on the RTP socket came along `from`: whether it is the far end's (the
@@ -156,7 +143,7 @@ impl SipLeg {
         let Some(to) = self.peer.path() else {
             return false;
         };
-        if send_on(&self.rtp_state, &self.rtp, packet, to).is_err() {
+        if self.rtp.send(packet, to).is_err() {
             return false;
         }
         self.sent
@@ -178,7 +165,7 @@ impl SipLeg {
         if let Some(report) = crate::rtcp::build(
             ssrc, "gateway", &self.sent, clock_rate, reception, now, wall,
         ) {
-            let _ = send_on(&self.rtcp_state, &self.rtcp, &report, to);
+            let _ = self.rtcp.send(&report, to);
         }
     }
 

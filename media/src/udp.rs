@@ -8,6 +8,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
 use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 
 /// The way one datagram came: the peer's address and our local address it was sent to
@@ -45,19 +46,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Room for `BATCH_SIZE` slots.
     pub fn new() -> Batch {
         Batch {
             storage: vec![0; SLOT * BATCH_SIZE],
             meta: vec![RecvMeta::default(); BATCH_SIZE],
         }
-    }
-
-    /// Receives up to `BATCH_SIZE` slots from `socket` in one system call.
-    pub fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<usize> {
-        let mut chunks = self.storage.chunks_exact_mut(SLOT);
-        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        state.recv(socket.into(), &mut bufs, &mut self.meta)
     }
 
     /// The datagrams of slot `i`: byte ranges in `storage`, and their path (the source, and
@@ -78,23 +72,54 @@ impl Batch {
     }
 }
 
-/// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
-/// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent to,
-/// not the one the kernel would pick by route.
-pub fn send_on(
-    state: &UdpSocketState,
-    socket: &UdpSocket,
-    data: &[u8],
-    path: Path,
-) -> io::Result<()> {
-    state.try_send(
-        socket.into(),
-        &Transmit {
-            destination: path.remote,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip: path.local,
-        },
-    )
+/// A non-blocking UDP socket with its quinn-udp state (which carries IP_PKTINFO and GRO),
+/// as every media socket of a worker is used.
+pub struct Socket {
+    io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Socket {
+    /// Takes over a bound socket, made non-blocking for the worker's poll.
+    pub fn new(socket: std::net::UdpSocket) -> io::Result<Socket> {
+        socket.set_nonblocking(true)?;
+        let io = UdpSocket::from_std(socket);
+        let state = UdpSocketState::new((&io).into())?;
+        Ok(Socket { io, state })
+    }
+
+    /// Polls it for reading under `token`.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.io, token, Interest::READABLE)
+    }
+
+    /// Stops polling it.
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.io);
+    }
+
+    /// Receives up to `BATCH_SIZE` slots into `batch` in one system call.
+    pub fn recv(&self, batch: &mut Batch) -> io::Result<usize> {
+        let mut chunks = batch.storage.chunks_exact_mut(SLOT);
+        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        self.state
+            .recv((&self.io).into(), &mut bufs, &mut batch.meta)
+    }
+
+    /// Sends one datagram along `path`: from its local address when known (IP_PKTINFO /
+    /// IPV6_PKTINFO), so a host with several addresses answers from the one the peer sent
+    /// to, not the one the kernel would pick by route.
+    pub fn send(&self, data: &[u8], path: Path) -> io::Result<()> {
+        self.state.try_send(
+            (&self.io).into(),
+            &Transmit {
+                destination: path.remote,
+                ecn: None,
+                contents: data,
+                segment_size: None,
+                src_ip: path.local,
+            },
+        )
+    }
 }

@@ -10,9 +10,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
-use quinn_udp::{UdpSocketState, BATCH_SIZE};
+use mio::{Events, Poll, Token, Waker};
+use quinn_udp::BATCH_SIZE;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Received};
@@ -22,7 +21,7 @@ use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
 use crate::transcode::{TranscodePlan, Transcoder};
-use crate::udp::{send_on, Batch, Path, MTU};
+use crate::udp::{Batch, Path, Socket, MTU};
 
 const WAKER: Token = Token(0);
 const BROWSER: Token = Token(1);
@@ -217,19 +216,15 @@ pub fn spawn(
     browser_socket: std::net::UdpSocket,
     cert: Arc<DtlsCertificate>,
 ) -> io::Result<WorkerHandle> {
-    browser_socket.set_nonblocking(true)?;
     let browser_port = browser_socket.local_addr()?.port();
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let mut browser = UdpSocket::from_std(browser_socket);
-    poll.registry()
-        .register(&mut browser, BROWSER, Interest::READABLE)?;
-    let browser_state = UdpSocketState::new((&browser).into())?;
+    let mut browser = Socket::new(browser_socket)?;
+    browser.register(poll.registry(), BROWSER)?;
     let (tx, rx) = mpsc::channel();
     let mut worker = Worker {
         poll,
         browser,
-        browser_state,
         batch: Batch::new(),
         cert,
         commands: rx,
@@ -253,8 +248,7 @@ pub fn spawn(
 
 struct Worker {
     poll: Poll,
-    browser: UdpSocket,
-    browser_state: UdpSocketState,
+    browser: Socket,
     batch: Batch,
     cert: Arc<DtlsCertificate>,
     commands: mpsc::Receiver<Command>,
@@ -453,9 +447,9 @@ impl Worker {
         let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let (state, browser) = (&self.browser_state, &self.browser);
+        let browser = &self.browser;
         call.leg.close(now, &mut |data, path| {
-            let _ = send_on(state, browser, data, path);
+            let _ = browser.send(data, path);
         });
         call.sip.deregister(self.poll.registry());
         self.by_id.remove(&call.id);
@@ -471,7 +465,7 @@ impl Worker {
         let mut batch = std::mem::take(&mut self.batch);
         let mut errors = 0;
         while errors < RECV_ERRORS {
-            let n = match batch.recv(&self.browser_state, &self.browser) {
+            let n = match self.browser.recv(&mut batch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -517,9 +511,9 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let (state, browser) = (&self.browser_state, &self.browser);
+        let browser = &self.browser;
         let mut send = |data: &[u8], path: Path| {
-            let _ = send_on(state, browser, data, path);
+            let _ = browser.send(data, path);
         };
         let result = call
             .leg
@@ -575,7 +569,7 @@ impl Worker {
                         &mut batch.storage[r],
                         path,
                         now,
-                        (&self.browser_state, &self.browser),
+                        &self.browser,
                         &mut self.scratch,
                     );
                     count += 1;
@@ -624,9 +618,9 @@ impl Worker {
                 continue;
             };
             if call.leg.poll_timeout().is_some_and(|t| t <= now) {
-                let (state, browser) = (&self.browser_state, &self.browser);
+                let browser = &self.browser;
                 let mut send = |data: &[u8], path: Path| {
-                    let _ = send_on(state, browser, data, path);
+                    let _ = browser.send(data, path);
                 };
                 match call.leg.handle_timeout(now, &mut send) {
                     Ok(Received::Connected) => {
@@ -640,7 +634,7 @@ impl Worker {
             call.send_dtmf(now);
             if now >= call.next_rtcp {
                 call.next_rtcp = now + crate::rtcp::INTERVAL;
-                call.send_reports((&self.browser_state, &self.browser), &mut self.scratch, now);
+                call.send_reports(&self.browser, &mut self.scratch, now);
             }
             if let Some(plan) = call.plan {
                 call.counters.publish(call.sip.rx(), plan.clock_rate);
@@ -656,7 +650,7 @@ impl Call {
         packet: &mut [u8],
         from: Path,
         now: Instant,
-        (state, browser): (&UdpSocketState, &UdpSocket),
+        browser: &Socket,
         scratch: &mut Vec<u8>,
     ) {
         if !self.sip.accept(from, now) {
@@ -697,7 +691,7 @@ impl Call {
             return;
         }
         let Some(to) = self.browser_path else { return };
-        if self.leg.protect_rtp(packet, scratch) && send_on(state, browser, scratch, to).is_ok() {
+        if self.leg.protect_rtp(packet, scratch) && browser.send(scratch, to).is_ok() {
             self.counters.sent(scratch.len());
             self.sent_to_browser
                 .on_sent(packet.len() - header::LEN, header::ts(packet), now);
@@ -771,12 +765,7 @@ impl Call {
     }
 
     /// Our RTCP on both legs: SR for what we sent, a reception block for what we got.
-    fn send_reports(
-        &mut self,
-        (state, browser): (&UdpSocketState, &UdpSocket),
-        scratch: &mut Vec<u8>,
-        now: Instant,
-    ) {
+    fn send_reports(&mut self, browser: &Socket, scratch: &mut Vec<u8>, now: Instant) {
         let Some(plan) = self.plan else { return };
         let wall = std::time::SystemTime::now();
         self.sip
@@ -797,7 +786,7 @@ impl Call {
                 wall,
             ) {
                 if self.leg.protect_rtcp(&report, scratch) {
-                    let _ = send_on(state, browser, scratch, to);
+                    let _ = browser.send(scratch, to);
                 }
             }
         }
