@@ -9,7 +9,7 @@ use tracing::info;
 use super::state::Event as CallEvent;
 use super::transfer::TransferState;
 use super::Env;
-use crate::directory::calls::{CallCommand, ToSession};
+use crate::directory::calls::{CallCommand, CallHandle, ToSession};
 use crate::protocol::{self, Event};
 
 /// The agent's side of a call: where its browser session hears events and replies, and the
@@ -24,6 +24,15 @@ pub(super) struct Agent {
 impl Agent {
     /// Sends an event to the browser and, unless it is private, to `/api/events` watchers.
     pub(super) fn emit(&self, event: Event) {
+        self.send(event, None);
+    }
+
+    /// Offers a new incoming call (`incomingCall`) with the handle its session keeps.
+    pub(super) fn offer(&self, event: Event, handle: CallHandle) {
+        self.send(event, Some(handle));
+    }
+
+    fn send(&self, event: Event, handle: Option<CallHandle>) {
         if let Some(live) = event.live(&self.dn) {
             self.env.directory.events.publish(event.kind(), live);
         }
@@ -31,7 +40,7 @@ impl Agent {
             call_id: self.id.clone(),
             frame: event.frame(),
             ended: matches!(event, Event::Hangup { .. }),
-            handle: None,
+            handle,
         });
     }
 

@@ -288,22 +288,16 @@ async fn run_incoming(
         let _ = tx_dialog.handle(&mut tx).await;
     });
     let _ = dialog.ringing(None, None);
-    let offer = protocol::Event::IncomingCall {
-        call_id: id.clone(),
-        from: from_uri.clone(),
-        to: to_uri,
-        sdp: inbound.browser_offer,
-        display_name: display,
-    };
-    if let Some(live) = offer.live(&dn) {
-        env.directory.events.publish(offer.kind(), live);
-    }
-    let _ = agent.inbox.send(ToSession {
-        call_id: id.clone(),
-        frame: offer.frame(),
-        ended: false,
-        handle: Some(handle),
-    });
+    agent.offer(
+        protocol::Event::IncomingCall {
+            call_id: id.clone(),
+            from: from_uri.clone(),
+            to: to_uri,
+            sdp: inbound.browser_offer,
+            display_name: display,
+        },
+        handle,
+    );
     info!(from = %from_uri, "incoming call offered to the browser");
 
     let leg = SipLeg {
