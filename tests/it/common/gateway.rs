@@ -86,7 +86,11 @@ impl Gateway {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", api_port)).is_err() {
+        // The API answers a moment before the "gateway ready" line is written; tests read the
+        // log right after start, so both must be there.
+        while TcpStream::connect(("127.0.0.1", api_port)).is_err()
+            || !gw.log().contains("gateway ready")
+        {
             if let Ok(Some(status)) = gw.child.try_wait() {
                 panic!("gateway exited at start ({status}):\n{}", gw.log());
             }
