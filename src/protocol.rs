@@ -1,6 +1,8 @@
 //! Browser protocol v1 (PROTOCOL.md): the envelope, request payloads and the frames the
 //! server sends. Parsing is serde's; this module only decides which error a bad frame earns.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -484,6 +486,30 @@ pub enum Event {
         /// The caller's display name, when the INVITE has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         display_name: Option<String>,
+        /// `inbound`, or `outbound` for a call placed on the agent's behalf (an INVITE
+        /// without SDP: 3pcc; REST click-to-dial) (v1.1).
+        direction: &'static str,
+        /// Answer without the agent after this many seconds, as the INVITE asks (v1.1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        auto_answer: Option<u32>,
+        /// The INVITE's `X-*` and `User-to-User` headers (v1.1).
+        headers: BTreeMap<String, String>,
+    },
+    /// The SIP side (NOTIFY `Event: talk`) or REST asks the agent's phone to answer (v1.1).
+    #[serde(rename_all = "camelCase")]
+    AnswerRequested {
+        /// Protocol call id.
+        call_id: String,
+        /// `remote` or `api`.
+        by: &'static str,
+    },
+    /// A re-INVITE or NOTIFY changed the call's interaction headers (v1.1).
+    #[serde(rename_all = "camelCase")]
+    CallUpdated {
+        /// Protocol call id.
+        call_id: String,
+        /// The headers now.
+        headers: BTreeMap<String, String>,
     },
     /// The far end alerts.
     #[serde(rename_all = "camelCase")]
@@ -504,6 +530,10 @@ pub enum Event {
     Answered {
         /// Protocol call id.
         call_id: String,
+        /// `local` (the agent), `remote` (the far end, or the SIP side's remote answer) or
+        /// `api` (v1.1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<&'static str>,
     },
     /// The call is on hold.
     #[serde(rename_all = "camelCase")]
@@ -573,6 +603,8 @@ impl Event {
             Event::Ringing { .. } => "ringing",
             Event::EarlyMedia { .. } => "earlyMedia",
             Event::Answered { .. } => "answered",
+            Event::AnswerRequested { .. } => "answerRequested",
+            Event::CallUpdated { .. } => "callUpdated",
             Event::Held { .. } => "held",
             Event::Resumed { .. } => "resumed",
             Event::Hangup { .. } => "hangup",
@@ -823,11 +855,15 @@ mod tests {
             to: "sip:5001@x".into(),
             sdp: "v=0".into(),
             display_name: Some("Bob".into()),
+            direction: "inbound",
+            auto_answer: None,
+            headers: BTreeMap::from([("X-Genesys-CallUUID".to_string(), "U1".to_string())]),
         };
         let live = call.live("5001").unwrap();
         assert_eq!(
             live,
-            serde_json::json!({"callId": "c2", "from": "sip:1003@x", "to": "sip:5001@x", "displayName": "Bob", "dn": "5001"}),
+            serde_json::json!({"callId": "c2", "from": "sip:1003@x", "to": "sip:5001@x", "displayName": "Bob",
+                "direction": "inbound", "headers": {"X-Genesys-CallUUID": "U1"}, "dn": "5001"}),
             "no SDP for watchers"
         );
         let dtmf = Event::Dtmf {

@@ -192,7 +192,20 @@ function newClient(url) {
     log('registrationState', d, d.state === 'registered' ? 'ok' : d.state === 'failed' ? 'error' : 'info');
     setRegState(d.state);
   });
-  on('incomingCall', (d) => { log('incomingCall', d, 'ok'); calls.set(d.callId, c.calls.get(d.callId)); showBanner(); });
+  on('incomingCall', (d) => {
+    log('incomingCall', d, 'ok');
+    const call = c.calls.get(d.callId);
+    if (call && c.autoAnswer && Number.isFinite(d.autoAnswer)) call.answeredFor = 'auto-answer';
+    calls.set(d.callId, call);
+    showBanner();
+  });
+  // The desktop or the SIP side answered for the agent: the client library answers by itself.
+  on('answerRequested', (d) => {
+    log('answerRequested', d, 'ok');
+    const call = c.calls.get(d.callId);
+    if (call) call.answeredFor = d.by === 'api' ? 'desktop' : 'remote';
+  });
+  on('callUpdated', (d) => { log('callUpdated', d); renderCall(d.callId); });
   on('track', (d) => { log('track', { callId: d.callId, kind: d.track.kind }); attachRemote(d.callId, d.stream); });
   on('hangup', (d) => { log('hangup', d, 'warn'); removeCall(d.callId); });
   on('dtmf', (d) => log('dtmf', d));
@@ -278,13 +291,20 @@ function renderCall(callId) {
     $('.call-peer', li).textContent = peerName(call);
     $('.call-avatar', li).textContent = call.direction === 'outgoing' ? '↗' : '↙';
     $('.call-avatar', li).dataset.dir = call.direction;
-    $('.call-dir', li).textContent = call.direction === 'outgoing' ? 'Outgoing' : 'Incoming';
+    $('.call-dir', li).textContent = call.placedForAgent ? 'Placed for you'
+      : call.direction === 'outgoing' ? 'Outgoing' : 'Incoming';
     wireCall(li, callId);
     el.calls.prepend(li);
     view = { li, audio: null, remote: null, mic: null, nodes: [] };
     views.set(callId, view);
     if (call.remoteStream.getAudioTracks().length) attachRemote(callId, call.remoteStream);
   }
+  // The interaction id the agent desktop (WWE) knows the call by.
+  const uuid = Object.entries(call.headers || {}).find(([k]) => k.toLowerCase() === 'x-genesys-calluuid')?.[1];
+  const uuidEl = $('.call-uuid', view.li);
+  uuidEl.hidden = !uuid;
+  if (uuid && $('code', uuidEl).textContent !== uuid) $('code', uuidEl).textContent = uuid;
+  if (call.answeredFor) $('.call-dir', view.li).textContent = `Answered for you (${call.answeredFor})`;
   const text = STATE_TEXT[call.state] || call.state;
   const stateEl = $('.call-state', view.li);
   if (stateEl.textContent !== text) stateEl.textContent = text;

@@ -1,7 +1,8 @@
 /**
  * Browser client for the SIP/WebRTC gateway, protocol v1 (PROTOCOL.md). No dependencies.
  * Events (CustomEvent, `detail` = server payload): hello, registrationState, incomingCall, ringing,
- * earlyMedia, answered, held, resumed, dtmf, iceCandidate, transferState, hangup, error; and the
+ * earlyMedia, answered, held, resumed, dtmf, iceCandidate, transferState, hangup, error, and (v1.1)
+ * answerRequested, callUpdated; and the
  * client's own: track `{callId, stream, track}`, connection `{state: connected|reconnecting|closed,
  * reason?, resumed?, calls?}`, outgoingCall `{callId, to}` (a `call()` got its callId).
  * @module gateway-client
@@ -21,7 +22,9 @@ export class GatewayError extends Error {
 
 /**
  * @typedef {object} Call  callId (null until the `call` result), direction (outgoing|incoming), state
- *   (calling|incoming|answering|ringing|earlyMedia|answered|held|ended), to, from, displayName, headers,
+ *   (calling|incoming|answering|ringing|earlyMedia|answered|held|ended), to, from, displayName, headers
+ *   (the SIP side's `X-*` headers, e.g. `X-Genesys-CallUUID`), placedForAgent (an incoming call placed on the
+ *   agent's behalf: 3pcc or click-to-dial), autoAnswer (seconds, when the call asks to be answered by itself),
  *   pc (RTCPeerConnection), remoteStream (far end), localStream (sent), startedAt, answeredAt (epoch ms)
  */
 
@@ -43,10 +46,12 @@ export class GatewayClient extends EventTarget {
    * @param {boolean} [o.autoReconnect=true]  reconnect and `resume` after an unexpected close
    * @param {number[]} [o.reconnectDelays=[250,500,1000,2000,4000]]  ms before each attempt; the last repeats
    * @param {number} [o.keepAlive=20000]  ms between `ping`s; no reply within half of that drops the socket (0: off)
+   * @param {boolean} [o.autoAnswer=true]  answer by itself when the server asks (`answerRequested`: the desktop
+   *   or the SIP side answered for the agent) and when an `incomingCall` carries `autoAnswer`; false: only the events
    */
-  constructor(url, { autoReconnect = true, reconnectDelays = [250, 500, 1000, 2000, 4000], keepAlive = 20000 } = {}) {
+  constructor(url, { autoReconnect = true, reconnectDelays = [250, 500, 1000, 2000, 4000], keepAlive = 20000, autoAnswer = true } = {}) {
     super();
-    Object.assign(this, { url, autoReconnect, keepAlive, reconnectDelays: reconnectDelays.length ? reconnectDelays : [1000] });
+    Object.assign(this, { url, autoReconnect, keepAlive, autoAnswer, reconnectDelays: reconnectDelays.length ? reconnectDelays : [1000] });
     /** @type {'closed'|'connecting'|'connected'|'reconnecting'} */
     this.state = 'closed';
     /** Session id and token from `hello`; after a resume still the original ones. */
@@ -293,7 +298,19 @@ export class GatewayClient extends EventTarget {
         break;
       case 'incomingCall':
         if (!p.callId || call) return;
-        this.calls.set(p.callId, this._new({ ...p, sdp: undefined, direction: 'incoming', state: 'incoming', _offer: p.sdp }));
+        this.calls.set(p.callId, this._new({
+          ...p, sdp: undefined, direction: 'incoming', state: 'incoming', _offer: p.sdp,
+          headers: p.headers || {}, placedForAgent: p.direction === 'outbound', autoAnswer: p.autoAnswer ?? null,
+        }));
+        if (this.autoAnswer && Number.isFinite(p.autoAnswer)) {
+          setTimeout(() => this._answerForAgent(p.callId), Math.max(0, p.autoAnswer) * 1000);
+        }
+        break;
+      case 'answerRequested':
+        if (this.autoAnswer) this._answerForAgent(p.callId);
+        break;
+      case 'callUpdated':
+        if (call) call.headers = p.headers || {};
         break;
       case 'ringing': case 'earlyMedia': case 'answered': case 'held': case 'resumed':
         if (!call || (type === 'ringing' && call.state !== 'calling')) break;
@@ -309,6 +326,12 @@ export class GatewayClient extends EventTarget {
         return;
     }
     this._emit(type, p);
+  }
+
+  /** Answers a call the server (or the call itself) asked to be answered, if it still rings here. */
+  _answerForAgent(callId) {
+    if (this.calls.get(callId)?.state !== 'incoming') return;
+    this.answer(callId).catch((e) => this._emit('error', { code: e.code || 'internal', message: 'auto-answer: ' + e.message }));
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }

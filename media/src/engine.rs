@@ -127,6 +127,36 @@ pub struct Inbound {
     pub session: MediaSession,
 }
 
+/// Media for an incoming INVITE without SDP (RFC 3261 §13.2.1; Genesys' 3pcc MakeCall):
+/// we offer on both legs, and the far end's answer comes in the ACK.
+pub struct Offerless {
+    /// Our offer for the browser (`incomingCall`).
+    pub browser_offer: String,
+    /// Our offer for the SIP 200 OK.
+    pub sip_offer: String,
+    /// The session.
+    pub session: MediaSession,
+}
+
+/// What the far end's description says for the call, once applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SipRemote {
+    /// Its direction as written (`c=0.0.0.0` counts as not receiving).
+    pub direction: Direction,
+    /// It holds the call: it does not receive, or it gave no address to send to
+    /// (RFC 3264 §8.4; RFC 2543 `c=0.0.0.0`).
+    pub held: bool,
+}
+
+impl SipRemote {
+    fn of(desc: &sdp::PlainDescription) -> Self {
+        SipRemote {
+            direction: desc.direction,
+            held: desc.is_hold() || desc.port == 0 || desc.addr.is_unspecified(),
+        }
+    }
+}
+
 /// Our SIP answer's codec with telephone-event at its clock rate, as the offer has them.
 fn with_dtmf(mut codecs: Vec<Codec>, all: &[Codec]) -> Vec<Codec> {
     let clock = codecs.first().map(|c| c.clock_rate).unwrap_or(8000);
@@ -353,6 +383,49 @@ impl MediaEngine {
         })
     }
 
+    /// Media for an incoming INVITE without an offer: our G.711 offer (PCMU, PCMA and
+    /// telephone-event, what every SIP peer speaks) for the 200 OK, and the browser offered
+    /// those and Opus, as for an incoming call. The ACK's answer goes to
+    /// [`MediaSession::set_sip_remote`].
+    pub fn offerless(self: &Arc<Self>) -> Result<Offerless, MediaError> {
+        let sip_codecs = vec![
+            Codec::pcmu(),
+            Codec::pcma(),
+            Codec::telephone_event(101, 8000),
+        ];
+        let browser_codecs = sdp::browser_offer_codecs(&sip_codecs);
+        let (session, ufrag, pwd, port, ssrc) =
+            self.new_session(None, browser_codecs.clone(), sip_codecs.clone())?;
+        let worker_port = self.workers[session.worker].browser_port;
+        let browser_offer = sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
+            ips: &self.cfg.browser_ips,
+            port: worker_port,
+            ice_ufrag: &ufrag,
+            ice_pwd: &pwd,
+            fingerprint: self.cert.fingerprint(),
+            codecs: &browser_codecs,
+            direction: Direction::SendRecv,
+            ssrc,
+            cname: "gateway",
+            session_id: session.session_id,
+            session_version: session.sdp_version,
+        })?;
+        let sip_offer = sdp::build_plain(&sdp::PlainParams {
+            ip: self.cfg.sip_ip,
+            port,
+            codecs: &sip_codecs,
+            direction: Direction::SendRecv,
+            session_id: session.session_id,
+            session_version: session.sdp_version,
+            ptime: 20,
+        })?;
+        Ok(Offerless {
+            browser_offer,
+            sip_offer,
+            session,
+        })
+    }
+
     fn release_port(&self, port: u16) {
         match self.ports.lock() {
             Ok(mut p) => p.release(port),
@@ -401,11 +474,55 @@ impl MediaSession {
         }
     }
 
-    /// The far end's SDP answer (or a re-INVITE's offer): address, codec, hold state.
-    pub fn set_sip_remote(&mut self, sip_sdp: &str) -> Result<Direction, MediaError> {
+    /// The far end's SDP answer to our offer: address, codec, hold state. A description
+    /// that cannot be used leaves the relay as it was.
+    pub fn set_sip_remote(&mut self, sip_sdp: &str) -> Result<SipRemote, MediaError> {
         let desc = sdp::parse_plain(sip_sdp)?;
         self.apply_sip(&desc)?;
-        Ok(desc.direction)
+        Ok(SipRemote::of(&desc))
+    }
+
+    /// The far end's new offer (a re-INVITE or UPDATE): it may move the media to another
+    /// address and codec (Genesys moves calls to a media server, possibly on PCMA). Our SIP
+    /// codec is chosen again from it, transcoding when the browser leg lacks it; our answer
+    /// never holds back (RFC 3264 §8.4: held SDP is not answered with held SDP).
+    pub fn answer_sip_offer(&mut self, sip_sdp: &str) -> Result<(String, SipRemote), MediaError> {
+        let offer = sdp::parse_plain(sip_sdp)?;
+        let theirs = sdp::passthrough_candidates(&offer.codecs);
+        let ours = sdp::sip_offer_codecs(&self.browser_codecs);
+        let choice = sdp::choose_legs(&self.browser_codecs, &ours, &theirs)
+            .ok_or(MediaError::NoCommonCodec)?;
+        let sip = match choice {
+            CodecChoice::Passthrough { sip, .. } | CodecChoice::Transcode { sip, .. } => sip,
+        };
+        let previous = std::mem::replace(&mut self.sip_codecs, with_dtmf(vec![sip], &offer.codecs));
+        if let Err(e) = self.apply_sip(&offer) {
+            self.sip_codecs = previous;
+            return Err(e);
+        }
+        self.sdp_version += 1;
+        let direction = offer.direction.reversed();
+        let answer = sdp::build_plain_answer(
+            sip_sdp,
+            &sdp::PlainParams {
+                ip: self.engine.cfg.sip_ip,
+                port: self.port,
+                codecs: &self.sip_codecs,
+                direction,
+                session_id: self.session_id,
+                session_version: self.sdp_version,
+                ptime: offer.ptime.unwrap_or(20),
+            },
+        )?;
+        Ok((answer, SipRemote::of(&offer)))
+    }
+
+    /// A full offer toward SIP for a request that came without one (an offerless re-INVITE,
+    /// RFC 3261 §14.2): every codec we can carry for the browser leg, so the answer in the
+    /// ACK may pick another one; same session id, next version (RFC 3264 §8).
+    pub fn sip_offer_all(&mut self, direction: Direction) -> Result<String, MediaError> {
+        self.sip_codecs = sdp::sip_offer_codecs(&self.browser_codecs);
+        self.sip_reoffer(direction)
     }
 
     /// The relay plan for the far end's description `desc`: passthrough when the legs share

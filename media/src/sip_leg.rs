@@ -37,6 +37,9 @@ pub struct SipLeg {
     sent: SendStats,
     /// The far end's last sender report, for the LSR/DLSR of ours.
     report: Option<PeerReport>,
+    /// When RTCP last came: a far end that only sends comfort noise now and then (Genesys
+    /// does, every 45 s) still reports every few seconds, and is alive.
+    rtcp_rx: Option<Instant>,
 }
 
 impl SipLeg {
@@ -48,6 +51,7 @@ impl SipLeg {
             rtcp: Socket::new(rtcp).map_err(SocketError::Rtcp)?,
             peer: RtpPeer::new(),
             rtcp_peer: RtcpPeer::new(),
+            rtcp_rx: None,
             in_ssrc: None,
             rx: ReceiveStats::default(),
             sent: SendStats::default(),
@@ -120,6 +124,9 @@ impl SipLeg {
     /// (the first time) and keep the far end's sender report, whoever sent it.
     pub fn on_rtcp(&mut self, packet: &[u8], from: Path) {
         self.rtcp_peer.on_receive(from);
+        if crate::browser_leg::is_rtcp(packet) {
+            self.rtcp_rx = Some(Instant::now());
+        }
         if let Some((_, lsr)) = crate::rtcp::sender_report(packet) {
             self.report = Some(PeerReport {
                 lsr,
@@ -174,9 +181,9 @@ impl SipLeg {
         &self.rx
     }
 
-    /// When media last arrived from the far end.
+    /// When the far end was last heard: RTP (comfort noise included) or RTCP.
     pub fn last_rx(&self) -> Option<Instant> {
-        self.peer.last_rx()
+        self.peer.last_rx().max(self.rtcp_rx)
     }
 }
 

@@ -173,7 +173,10 @@ struct Call {
     browser_rx: ReceiveStats,
     counters: Arc<MediaCounters>,
     events: UnboundedSender<MediaEvent>,
-    created: Instant,
+    /// Since when the browser leg has been trying to connect: from the browser's description
+    /// (an outgoing call's offer, an incoming call's answer), not from the call's start, so
+    /// an incoming call may ring as long as its caller lets it.
+    connecting_since: Option<Instant>,
     media_timeout: Duration,
     last_browser_rx: Option<Instant>,
     sip_since: Option<Instant>,
@@ -310,6 +313,7 @@ impl Worker {
                 Command::SetBrowserRemote { id, remote } => {
                     let cert = self.cert.clone();
                     if let Some(call) = self.call_mut(id) {
+                        call.connecting_since = Some(now);
                         if let Err(e) = call.leg.set_remote(&remote, &cert, now) {
                             call.fail(e);
                         }
@@ -434,7 +438,7 @@ impl Worker {
             browser_rx: ReceiveStats::default(),
             counters: new.counters,
             events: new.events,
-            created: now,
+            connecting_since: new.remote.is_some().then_some(now),
             media_timeout: new.media_timeout,
             last_browser_rx: None,
             sip_since: None,
@@ -807,7 +811,10 @@ impl Call {
             return;
         }
         if !self.leg.is_connected() {
-            if now.saturating_duration_since(self.created) > CONNECT_TIMEOUT {
+            if self
+                .connecting_since
+                .is_some_and(|t| now.saturating_duration_since(t) > CONNECT_TIMEOUT)
+            {
                 self.fail("ICE/DTLS did not complete");
             }
             return;
@@ -822,7 +829,7 @@ impl Call {
         let silent = |since: Option<Instant>| {
             since.is_some_and(|t| now.saturating_duration_since(t) > self.media_timeout)
         };
-        let browser_since = self.last_browser_rx.or(Some(self.created));
+        let browser_since = self.last_browser_rx.or(self.connecting_since);
         let sip_since = self.sip.last_rx().or(self.sip_since);
         let leg = if self.sip_since.is_some() && silent(sip_since) {
             Some("sip")

@@ -1,11 +1,13 @@
 //! The agent's side of a call: the events and replies its browser session hears, as
 //! protocol frames on the session's inbox, and the call events published to `/api/events`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tracing::info;
 
+use super::remote_control;
 use super::state::Event as CallEvent;
 use super::transfer::TransferState;
 use super::Env;
@@ -19,6 +21,9 @@ pub(super) struct Agent {
     pub(super) id: String,
     pub(super) dn: String,
     pub(super) inbox: mpsc::UnboundedSender<ToSession>,
+    /// The interaction's headers (`X-*`, `User-to-User`) as the SIP side last sent them:
+    /// every event watchers see carries them and `genesysCallUuid` (REST.md v1.1).
+    pub(super) headers: BTreeMap<String, String>,
 }
 
 impl Agent {
@@ -33,7 +38,13 @@ impl Agent {
     }
 
     fn send(&self, event: Event, handle: Option<CallHandle>) {
-        if let Some(live) = event.live(&self.dn) {
+        if let Some(mut live) = event.live(&self.dn) {
+            if let Some(o) = live.as_object_mut() {
+                let uuid = remote_control::genesys_call_uuid(&self.headers);
+                o.insert("genesysCallUuid".into(), uuid.into());
+                o.entry("headers")
+                    .or_insert_with(|| serde_json::json!(self.headers));
+            }
             self.env.directory.events.publish(event.kind(), live);
         }
         let _ = self.inbox.send(ToSession {
@@ -71,6 +82,24 @@ impl Agent {
             frame,
             ended: false,
             handle: None,
+        });
+    }
+
+    /// New interaction headers from a re-INVITE or NOTIFY: kept, and `callUpdated` when
+    /// they differ (Genesys reuses a dialog for another interaction).
+    pub(super) fn headers_changed(&mut self, headers: BTreeMap<String, String>) {
+        if headers.is_empty() || headers == self.headers {
+            return;
+        }
+        info!(?headers, "interaction headers changed");
+        self.headers = headers.clone();
+        self.env
+            .directory
+            .calls
+            .update(&self.id, |c| c.headers = headers.clone());
+        self.emit(Event::CallUpdated {
+            call_id: self.id.clone(),
+            headers,
         });
     }
 
@@ -136,9 +165,19 @@ impl Agent {
                 sip_status,
             },
             CallEvent::EarlyMedia => Event::EarlyMedia { call_id },
-            CallEvent::Answered => {
+            CallEvent::Answered(by) => {
                 self.env.directory.calls.answered(&self.id);
-                Event::Answered { call_id }
+                Event::Answered {
+                    call_id,
+                    by: Some(by.as_str()),
+                }
+            }
+            CallEvent::AnswerRequested(by) => {
+                info!(by = by.as_str(), "the agent's phone is asked to answer");
+                Event::AnswerRequested {
+                    call_id,
+                    by: by.as_str(),
+                }
             }
             CallEvent::Hangup {
                 by,

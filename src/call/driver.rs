@@ -20,6 +20,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use super::agent::Agent;
+use super::remote_control::{self, NotifyEvent};
 use super::replacement::{spawn_notifier, Replacement, ToTransferor};
 use super::session_timer::{
     self, RefreshOutcome, RefreshRequest, SessionExpires, SessionTimer, TimerAction, UasDecision,
@@ -28,7 +29,7 @@ use super::sip_leg::{
     asking_for, build_invite, info_dtmf, invite_status, sdp_body, send_invite, terminated_input,
     SipLeg,
 };
-use super::state::{Action, CallState, Direction, Event, Input, Phase};
+use super::state::{Action, AnsweredBy, CallState, Direction, Event, Input, Phase};
 use super::transfer::{self, TargetOutcome, Transfer, TransferState};
 use super::Env;
 pub use crate::directory::calls::CallCommand;
@@ -106,6 +107,9 @@ struct Call {
     pending_timer: Option<(u32, bool)>,
     /// The set-up outcome went into the metrics.
     setup_counted: bool,
+    /// We put an offer in a 2xx (an INVITE or re-INVITE without one): the answer comes in
+    /// the ACK of the INVITE with this CSeq (RFC 3261 §13.2.1, §14.2).
+    ack_answer: Option<u32>,
 }
 
 /// Starts an outgoing call's task.
@@ -138,6 +142,7 @@ async fn run_outgoing(
         id: call.id.clone(),
         dn: call.dn.clone(),
         inbox,
+        headers: Default::default(),
     };
     let mut media = call.media;
     let credential = Credential {
@@ -214,11 +219,14 @@ async fn run_incoming(
     dn: String,
     inbox: mpsc::UnboundedSender<ToSession>,
 ) {
+    let interaction = remote_control::interaction_headers(&tx.original.headers.0);
+    let auto_answer = remote_control::auto_answer(&tx.original.headers.0);
     let agent = Agent {
         env: env.clone(),
         id: id.clone(),
         dn: dn.clone(),
         inbox,
+        headers: interaction.clone(),
     };
     // RFC 4028 §9: an interval below our Min-SE is refused before anything else.
     let se = headers::value(tx.original.headers.iter(), "Session-Expires")
@@ -253,14 +261,27 @@ async fn run_incoming(
     };
     let sip_call_id = dialog.id().call_id.clone();
     tracing::Span::current().record("sip_call_id", sip_call_id.as_str());
-    let offer = sdp_body(&tx.original.body).unwrap_or_default();
+    let offer = sdp_body(&tx.original.body);
+    let invite_cseq = tx.original.cseq_header().ok().and_then(|c| c.seq().ok());
     let from = tx.original.from_header().ok().and_then(|f| f.typed().ok());
     let from_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
     let display = from.as_ref().and_then(|f| f.display_name.clone());
     let to_uri = tx.original.uri.to_string();
 
-    let inbound = match env.media.inbound(&offer) {
-        Ok(i) => i,
+    // An INVITE without SDP (Genesys' 3pcc MakeCall) is a call placed on the agent's behalf:
+    // our offer goes in the 2xx and the answer comes in the ACK.
+    let media = match &offer {
+        Some(offer) => env
+            .media
+            .inbound(offer)
+            .map(|i| (i.browser_offer, i.sip_answer, i.session)),
+        None => env
+            .media
+            .offerless()
+            .map(|o| (o.browser_offer, o.sip_offer, o.session)),
+    };
+    let (browser_offer, sip_answer, session) = match media {
+        Ok(m) => m,
         Err(e) => {
             info!(error = %e, "incoming offer unusable");
             let mut d = dialog.clone();
@@ -276,10 +297,11 @@ async fn run_incoming(
         &dn,
         calls::Direction::Inbound,
         &from_uri,
-        inbound.session.counters_handle(),
+        session.counters_handle(),
     );
     row.sip_call_id = Some(sip_call_id);
     row.phase = calls::Phase::Ringing;
+    row.headers = interaction.clone();
     env.directory.calls.insert(row);
 
     // The INVITE server transaction runs beside us: it takes our responses and the ACK.
@@ -287,30 +309,41 @@ async fn run_incoming(
     let server = tokio::spawn(async move {
         let _ = tx_dialog.handle(&mut tx).await;
     });
-    let _ = dialog.ringing(None, None);
+    let _ = dialog.ringing(Some(vec![allow_events()]), None);
     agent.offer(
         protocol::Event::IncomingCall {
             call_id: id.clone(),
             from: from_uri.clone(),
             to: to_uri,
-            sdp: inbound.browser_offer,
+            sdp: browser_offer,
             display_name: display,
+            direction: if offer.is_some() {
+                "inbound"
+            } else {
+                "outbound"
+            },
+            auto_answer,
+            headers: interaction,
         },
         handle,
     );
-    info!(from = %from_uri, "incoming call offered to the browser");
+    info!(from = %from_uri, offerless = offer.is_none(), ?auto_answer, "incoming call offered to the browser");
 
     let leg = SipLeg {
         dialog: dialog.clone(),
         events: Some(events),
         invite: None,
     };
-    let mut c = Call::new(agent, dn, Direction::Inbound, inbound.session, leg);
+    let mut c = Call::new(agent, dn, Direction::Inbound, session, leg);
     c.peer_update = peer_update;
+    if offer.is_none() {
+        c.ack_answer = invite_cseq;
+    }
     let mut answer_headers = vec![
         Header::ContentType("application/sdp".into()),
         Header::Allow(ALLOW.into()),
         Header::Supported("timer".into()),
+        allow_events(),
     ];
     if let UasDecision::Timer {
         answer,
@@ -323,7 +356,7 @@ async fn run_incoming(
         }
         c.pending_timer = Some((answer.delta, we_refresh));
     }
-    c.sip_answer = Some((inbound.sip_answer, answer_headers));
+    c.sip_answer = Some((sip_answer, answer_headers));
     c.credential = env.directory.registry.password(&c.dn).map(|p| Credential {
         username: c.dn.clone(),
         password: p.expose().to_string(),
@@ -332,6 +365,12 @@ async fn run_incoming(
     });
     c.run(cmds).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+}
+
+/// `Allow-Events` of our 18x and 2xx: the remote control we accept by NOTIFY in the
+/// INVITE's dialog (Genesys SIP Server's `sip-cti-control`).
+fn allow_events() -> Header {
+    headers::other("Allow-Events", "talk, hold")
 }
 
 async fn recv_opt(rx: &mut Option<DialogStateReceiver>) -> Option<DialogState> {
@@ -400,6 +439,7 @@ impl Call {
             sip_answer: None,
             pending_timer: None,
             setup_counted: false,
+            ack_answer: None,
         }
     }
 
@@ -410,7 +450,7 @@ impl Call {
             return;
         }
         let status = actions.iter().find_map(|a| match a {
-            Action::Browser(Event::Answered) => Some(200),
+            Action::Browser(Event::Answered(_) | Event::AnswerRequested(_)) => Some(200),
             Action::Browser(Event::Hangup { sip_status, .. }) => Some(sip_status.unwrap_or(0)),
             _ => None,
         });
@@ -517,6 +557,7 @@ impl Call {
                     // The `result` goes first, then the `answered` event (PROTOCOL.md).
                     Ok(()) => {
                         self.agent.reply(&request_id, Ok(()));
+                        self.codec_changed();
                         Some(Input::BrowserAnswer)
                     }
                     Err(e) => {
@@ -581,8 +622,9 @@ impl Call {
             return Err(format!("the far end answered {status}"));
         }
         if let Some(answer) = sdp_body(&resp.body) {
-            if let Err(e) = self.media.set_sip_remote(&answer) {
-                warn!(error = %e, "re-INVITE answer unusable");
+            match self.media.set_sip_remote(&answer) {
+                Ok(_) => self.codec_changed(),
+                Err(e) => warn!(error = %e, "re-INVITE answer unusable"),
             }
         }
         // A re-INVITE is a session refresh too (RFC 4028 §7.4).
@@ -745,10 +787,8 @@ impl Call {
                 }
                 None
             }
-            DialogState::Notify(_, req, handle) => {
-                let _ = handle.reply(StatusCode::OK).await;
-                self.on_notify(&req)
-            }
+            DialogState::Confirmed(..) => self.on_ack(),
+            DialogState::Notify(_, req, handle) => self.on_notify(req, handle).await,
             DialogState::Refer(_, req, handle) => {
                 self.on_refer(&req, handle).await;
                 None
@@ -778,11 +818,7 @@ impl Call {
             );
         }
         self.peer_update = headers::lists(resp.headers.iter(), "Allow", "UPDATE");
-        let codec = self.media.codec().map(str::to_string);
-        self.env()
-            .directory
-            .calls
-            .update(&self.agent.id, |c| c.codec = codec);
+        self.codec_changed();
     }
 
     /// A re-INVITE or UPDATE from the far end: an RFC 3264 answer (`held`/`resumed` for the
@@ -822,44 +858,42 @@ impl Call {
             }
         }
 
+        if req.method == Method::Invite {
+            self.agent
+                .headers_changed(remote_control::interaction_headers(&req.headers.0));
+            headers.push(allow_events());
+        }
         let Some(offer) = sdp_body(&req.body) else {
-            // UPDATE without SDP (a pure refresh) or an offerless re-INVITE, which needs our
-            // offer in the 2xx.
+            // UPDATE without SDP (a pure refresh) or an offerless re-INVITE, which needs a
+            // full offer in the 2xx; its answer comes in the ACK (Genesys retrieves a held
+            // call and reconnects the agent to a new party this way).
             let body = if req.method == Method::Invite {
                 let dir = if self.local_hold {
                     SdpDirection::SendOnly
                 } else {
                     SdpDirection::SendRecv
                 };
-                self.media.sip_reoffer(dir).ok()
+                self.media.sip_offer_all(dir).ok()
             } else {
                 None
             };
             if body.is_some() {
                 headers.push(Header::ContentType("application/sdp".into()));
+                self.ack_answer = req.cseq_header().ok().and_then(|c| c.seq().ok());
             }
             let _ = handle
                 .respond(StatusCode::OK, Some(headers), body.map(String::into_bytes))
                 .await;
             return;
         };
-        match self.media.set_sip_remote(&offer) {
-            Ok(direction) => {
-                let answer_dir = direction.reversed();
-                let held = matches!(direction, SdpDirection::SendOnly | SdpDirection::Inactive);
-                let answer = self.media.sip_reoffer(answer_dir).ok();
+        match self.media.answer_sip_offer(&offer) {
+            Ok((answer, remote)) => {
                 headers.push(Header::ContentType("application/sdp".into()));
                 let _ = handle
-                    .respond(
-                        StatusCode::OK,
-                        Some(headers),
-                        answer.map(String::into_bytes),
-                    )
+                    .respond(StatusCode::OK, Some(headers), Some(answer.into_bytes()))
                     .await;
-                if held != self.remote_hold {
-                    self.remote_hold = held;
-                    self.agent.hold_changed(held, "remote");
-                }
+                self.codec_changed();
+                self.remote_hold_is(remote.held);
             }
             Err(e) => {
                 warn!(error = %e, "re-INVITE SDP unusable");
@@ -868,13 +902,118 @@ impl Call {
         }
     }
 
-    /// A NOTIFY of the agent's transfer (RFC 3515 sipfrag).
-    fn on_notify(&mut self, req: &rsipstack::sip::Request) -> Option<Input> {
-        let t = self.transfer.as_mut()?;
-        let event = headers::value(req.headers.iter(), "Event").unwrap_or_default();
-        if !event.trim().to_ascii_lowercase().starts_with("refer") {
+    /// The far end holds the call (or takes it back): `held`/`resumed` by `remote`.
+    fn remote_hold_is(&mut self, held: bool) {
+        if held != self.remote_hold {
+            self.remote_hold = held;
+            self.agent.hold_changed(held, "remote");
+        }
+    }
+
+    /// REST's `codec` follows what the legs carry.
+    fn codec_changed(&self) {
+        let codec = self.media.codec().map(str::to_string);
+        self.env()
+            .directory
+            .calls
+            .update(&self.agent.id, |c| c.codec = codec);
+    }
+
+    /// An ACK confirmed the dialog: if we put an offer in the 2xx it acknowledges, the
+    /// answer is in it, and a missing or unusable one ends the call (RFC 3264 §5: the offer
+    /// stands only with an answer). A `c=0.0.0.0` placeholder answer (Genesys when the
+    /// destination of a 3pcc call is slow) parks the media until the next offer.
+    fn on_ack(&mut self) -> Option<Input> {
+        let expected = self.ack_answer?;
+        let ack = self.leg.dialog.last_remote_ack()?;
+        if ack.cseq_header().ok().and_then(|c| c.seq().ok()) != Some(expected) {
             return None;
         }
+        self.ack_answer = None;
+        self.agent
+            .headers_changed(remote_control::interaction_headers(&ack.headers.0));
+        let Some(answer) = sdp_body(&ack.body) else {
+            warn!("the ACK has no answer to the offer in our 2xx");
+            return Some(Input::SipAnswerUnusable);
+        };
+        match self.media.set_sip_remote(&answer) {
+            Ok(remote) => {
+                self.codec_changed();
+                // The answer of a call placed for the agent is not a hold by the far end,
+                // even when it parks the media.
+                if !(remote.held && self.state.browser_pending() && !self.remote_hold) {
+                    self.remote_hold_is(remote.held);
+                }
+                info!(held = remote.held, "answer from the ACK applied");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "the ACK's answer cannot be used");
+                Some(Input::SipAnswerUnusable)
+            }
+        }
+    }
+
+    /// A NOTIFY in the call's dialog: remote control (`talk` answers a ringing call or
+    /// takes a held one back, `hold` holds it), our REFER's progress, or 489 for any other
+    /// event package (RFC 6665 §8.2.1).
+    async fn on_notify(
+        &mut self,
+        req: rsipstack::sip::Request,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+    ) -> Option<Input> {
+        let event = remote_control::notify_event(&req.headers.0);
+        if let NotifyEvent::Other(package) = &event {
+            info!(event = %package, "NOTIFY for an event we do not support: 489");
+            let _ = handle
+                .respond(StatusCode::BadEvent, Some(vec![allow_events()]), None)
+                .await;
+            return None;
+        }
+        // 200 at once: SIP Server retransmits an unanswered NOTIFY and then gives up.
+        let _ = handle.reply(StatusCode::OK).await;
+        if event != NotifyEvent::Refer {
+            self.agent
+                .headers_changed(remote_control::interaction_headers(&req.headers.0));
+        }
+        let phase = self.state.phase();
+        match event {
+            NotifyEvent::Refer => self.on_refer_notify(&req),
+            NotifyEvent::Talk if phase != Phase::Answered => {
+                info!("NOTIFY talk: answering for the agent");
+                (self.state.direction() == Direction::Inbound)
+                    .then_some(Input::AnswerFor(AnsweredBy::Remote))
+            }
+            NotifyEvent::Talk => {
+                if self.local_hold {
+                    info!("NOTIFY talk on a held call: taking it back");
+                    self.remote_control_hold(false).await;
+                }
+                None
+            }
+            NotifyEvent::Hold => {
+                if phase == Phase::Answered && !self.local_hold {
+                    info!("NOTIFY hold: holding the call");
+                    self.remote_control_hold(true).await;
+                }
+                None
+            }
+            NotifyEvent::Other(_) => None,
+        }
+    }
+
+    /// Hold or take back because the SIP side asked by NOTIFY: the same re-INVITE as the
+    /// agent's own, told to the browser as `by: remote`.
+    async fn remote_control_hold(&mut self, on: bool) {
+        match self.hold(on).await {
+            Ok(()) => self.agent.hold_changed(on, "remote"),
+            Err(e) => warn!(error = %e, held = on, "remote hold change failed"),
+        }
+    }
+
+    /// A NOTIFY of the agent's transfer (RFC 3515 sipfrag).
+    fn on_refer_notify(&mut self, req: &rsipstack::sip::Request) -> Option<Input> {
+        let t = self.transfer.as_mut()?;
         let terminated = headers::value(req.headers.iter(), "Subscription-State")
             .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
         let step = t.on_notify(transfer::sipfrag_status(&req.body), terminated)?;
@@ -1133,6 +1272,13 @@ impl Call {
                 }
                 Action::SipBye => {
                     if let Err(e) = self.leg.dialog.bye().await {
+                        debug!(error = %e, "BYE failed");
+                    }
+                }
+                Action::SipByeReason(status) => {
+                    let reason =
+                        format!("SIP;cause={status};text=\"{}\"", StatusCode::from(*status));
+                    if let Err(e) = self.leg.dialog.bye_with_reason(reason).await {
                         debug!(error = %e, "BYE failed");
                     }
                 }

@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod driver;
+pub mod remote_control;
 mod replacement;
 pub mod session_timer;
 mod sip_leg;

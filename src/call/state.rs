@@ -31,6 +31,29 @@ impl By {
     }
 }
 
+/// Who answered a call, as `answered.by` and `answerRequested.by` say (PROTOCOL.md v1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnsweredBy {
+    /// The agent in the browser.
+    Local,
+    /// The far end (our INVITE's 2xx), or the SIP side asking the phone to answer (NOTIFY
+    /// `Event: talk`).
+    Remote,
+    /// REST call control.
+    Api,
+}
+
+impl AnsweredBy {
+    /// The protocol's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Local => "local",
+            AnsweredBy::Remote => "remote",
+            AnsweredBy::Api => "api",
+        }
+    }
+}
+
 /// Something that happened to the call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -38,6 +61,11 @@ pub enum Input {
     BrowserHangup,
     /// The browser answers an incoming call.
     BrowserAnswer,
+    /// The SIP side (NOTIFY `Event: talk`) or REST answers a ringing incoming call on the
+    /// agent's behalf: the SIP leg is answered at once, the browser asked to join.
+    AnswerFor(AnsweredBy),
+    /// The far end's answer (in an ACK) cannot be used: the call ends with a BYE.
+    SipAnswerUnusable,
     /// The browser rejects an incoming call with this status (486, 603, 480).
     BrowserReject(u16),
     /// A provisional response to our INVITE.
@@ -78,8 +106,10 @@ pub enum Event {
     Ringing(u16),
     /// `earlyMedia`.
     EarlyMedia,
-    /// `answered`.
-    Answered,
+    /// `answered`, and by whom.
+    Answered(AnsweredBy),
+    /// `answerRequested`: the browser should answer (its SIP leg already is).
+    AnswerRequested(AnsweredBy),
     /// `hangup`.
     Hangup {
         /// Who ended it.
@@ -100,6 +130,8 @@ pub enum Action {
     SipCancel,
     /// BYE the confirmed dialog.
     SipBye,
+    /// BYE the confirmed dialog with `Reason: SIP;cause=N` (RFC 3326).
+    SipByeReason(u16),
     /// Answer the incoming INVITE with 200 and our SDP.
     SipAccept,
     /// Answer the incoming INVITE with this final error status.
@@ -115,6 +147,8 @@ pub struct CallState {
     phase: Phase,
     ringing_sent: bool,
     early_media_sent: bool,
+    /// Answered on the SIP leg for the agent, whose browser has not answered yet.
+    browser_pending: Option<AnsweredBy>,
 }
 
 fn hangup(by: By, cause: &'static str, sip_status: Option<u16>) -> Action {
@@ -148,6 +182,7 @@ impl CallState {
             phase: Phase::Setup,
             ringing_sent: false,
             early_media_sent: false,
+            browser_pending: None,
         }
     }
 
@@ -159,6 +194,11 @@ impl CallState {
     /// Which side started it.
     pub fn direction(&self) -> Direction {
         self.direction
+    }
+
+    /// Whether the SIP leg was answered for the agent and the browser has yet to join.
+    pub fn browser_pending(&self) -> bool {
+        self.browser_pending.is_some()
     }
 
     /// Whether the call is over.
@@ -196,7 +236,7 @@ impl CallState {
             }
             (Outbound, Setup | Ringing, Input::SipAnswered) => {
                 self.phase = Answered;
-                vec![Action::Browser(Event::Answered)]
+                vec![Action::Browser(Event::Answered(AnsweredBy::Remote))]
             }
             (Outbound, Setup | Ringing, Input::SipFailed(status)) => {
                 self.end(vec![hangup(By::Remote, cause_of(status), Some(status))])
@@ -220,7 +260,26 @@ impl CallState {
             // Inbound call progress.
             (Inbound, Setup | Ringing, Input::BrowserAnswer) => {
                 self.phase = Answered;
-                vec![Action::SipAccept, Action::Browser(Event::Answered)]
+                vec![
+                    Action::SipAccept,
+                    Action::Browser(Event::Answered(AnsweredBy::Local)),
+                ]
+            }
+            (Inbound, Setup | Ringing, Input::AnswerFor(by)) => {
+                self.phase = Answered;
+                self.browser_pending = Some(by);
+                vec![
+                    Action::SipAccept,
+                    Action::Browser(Event::AnswerRequested(by)),
+                ]
+            }
+            (Inbound, Answered, Input::BrowserAnswer) => match self.browser_pending.take() {
+                Some(by) => vec![Action::Browser(Event::Answered(by))],
+                None => Vec::new(),
+            },
+            // Answered for the agent, who declines to join: the far end hears a BYE.
+            (Inbound, Answered, Input::BrowserReject(_)) if self.browser_pending.is_some() => {
+                self.end(vec![Action::SipBye, hangup(By::Local, "rejected", None)])
             }
             (Inbound, Setup | Ringing, Input::BrowserReject(status)) => self.end(vec![
                 Action::SipReject(status),
@@ -260,6 +319,10 @@ impl CallState {
             (_, Answered, Input::Transferred) => {
                 self.end(vec![Action::SipBye, hangup(By::Local, "transferred", None)])
             }
+            (_, Answered, Input::SipAnswerUnusable) => self.end(vec![
+                Action::SipByeReason(488),
+                hangup(By::Server, "not_acceptable", Some(488)),
+            ]),
             (_, Answered, Input::SessionExpired) => self.end(vec![
                 Action::SipBye,
                 hangup(By::Server, "session_expired", None),
@@ -340,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             c.handle(Input::SipAnswered),
-            vec![Action::Browser(Event::Answered)]
+            vec![Action::Browser(Event::Answered(AnsweredBy::Remote))]
         );
         let a = c.handle(Input::BrowserHangup);
         assert_eq!(a[0], Action::SipBye);
@@ -384,7 +447,10 @@ mod tests {
         let mut c = CallState::new(Direction::Inbound);
         assert_eq!(
             c.handle(Input::BrowserAnswer),
-            vec![Action::SipAccept, Action::Browser(Event::Answered)]
+            vec![
+                Action::SipAccept,
+                Action::Browser(Event::Answered(AnsweredBy::Local))
+            ]
         );
         let a = c.handle(Input::SipBye);
         assert_eq!(hangups(&a), 1);
@@ -397,6 +463,53 @@ mod tests {
         let a = c.handle(Input::SipCancelled);
         assert_eq!(hangups(&a), 1);
         assert!(c.handle(Input::BrowserAnswer).is_empty(), "too late");
+    }
+
+    #[test]
+    fn remote_answer_accepts_at_once_and_the_browser_joins_later() {
+        let mut c = CallState::new(Direction::Inbound);
+        assert_eq!(
+            c.handle(Input::AnswerFor(AnsweredBy::Remote)),
+            vec![
+                Action::SipAccept,
+                Action::Browser(Event::AnswerRequested(AnsweredBy::Remote))
+            ]
+        );
+        assert_eq!(c.phase(), Phase::Answered);
+        assert!(c.browser_pending());
+        assert!(
+            c.handle(Input::AnswerFor(AnsweredBy::Api)).is_empty(),
+            "a second NOTIFY talk answers nothing more"
+        );
+        assert_eq!(
+            c.handle(Input::BrowserAnswer),
+            vec![Action::Browser(Event::Answered(AnsweredBy::Remote))]
+        );
+        assert!(!c.browser_pending());
+        assert!(c.handle(Input::BrowserAnswer).is_empty());
+
+        // The agent declines to join a call answered for it: BYE, one hangup.
+        let mut c = CallState::new(Direction::Inbound);
+        c.handle(Input::AnswerFor(AnsweredBy::Api));
+        let a = c.handle(Input::BrowserReject(486));
+        assert_eq!(a[0], Action::SipBye);
+        assert_eq!(hangups(&a), 1);
+    }
+
+    #[test]
+    fn an_unusable_answer_in_an_ack_ends_the_call_with_a_reason() {
+        let mut c = CallState::new(Direction::Inbound);
+        c.handle(Input::BrowserAnswer);
+        let a = c.handle(Input::SipAnswerUnusable);
+        assert_eq!(a[0], Action::SipByeReason(488));
+        assert_eq!(
+            a[1],
+            Action::Browser(Event::Hangup {
+                by: By::Server,
+                cause: "not_acceptable",
+                sip_status: Some(488)
+            })
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The messages between a call and its browser session are typed here too, so both sides
 //! and REST share them without importing each other.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -160,6 +161,8 @@ pub struct CallRow {
     pub sip_call_id: Option<String>,
     /// The relayed codec.
     pub codec: Option<String>,
+    /// The interaction's `X-*` and `User-to-User` headers (REST.md v1.1).
+    pub headers: BTreeMap<String, String>,
     /// Media counters.
     pub counters: Arc<MediaCounters>,
     /// Control of the call.
@@ -184,6 +187,7 @@ impl CallRow {
             answered_at: None,
             sip_call_id: None,
             codec: None,
+            headers: BTreeMap::new(),
             counters,
             handle,
         }
@@ -201,6 +205,12 @@ impl CallRow {
             answered_at: self.answered_at.map(rfc3339),
             sip_call_id: self.sip_call_id.clone(),
             codec: self.codec.clone(),
+            genesys_call_uuid: self
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("X-Genesys-CallUUID"))
+                .map(|(_, v)| v.clone()),
+            headers: self.headers.clone(),
             media: self.counters.snapshot().into(),
         }
     }
@@ -318,6 +328,12 @@ pub struct CallView {
     pub sip_call_id: Option<String>,
     /// The relayed codec.
     pub codec: Option<String>,
+    /// The interaction's `X-*` and `User-to-User` headers, as the INVITE (or a later
+    /// re-INVITE or NOTIFY) sent them; `{}` when none.
+    pub headers: BTreeMap<String, String>,
+    /// `X-Genesys-CallUUID`: the id WWE knows the interaction by.
+    #[schema(example = "TTL7J9EM750GP936CFL0EOACN8000002")]
+    pub genesys_call_uuid: Option<String>,
     /// Media counters.
     pub media: MediaView,
 }

@@ -313,6 +313,17 @@ pub async fn serve_incoming(
             });
             continue;
         }
+        // A request for a dialog we do not have (a NOTIFY talk for a call that is over, a
+        // BYE that crossed ours): 481 (RFC 3261 §12.2.2). ACKs get no response.
+        if has_to_tag(&tx.original) && tx.original.method != Method::Ack {
+            tokio::spawn(async move {
+                debug!(method = %tx.original.method, "request for no dialog of ours: 481");
+                if let Err(e) = tx.reply(StatusCode::CallTransactionDoesNotExist).await {
+                    debug!(error = %e, "could not answer request");
+                }
+            });
+            continue;
+        }
         if tx.original.method == Method::Invite {
             on_invite(tx);
             continue;
@@ -347,6 +358,14 @@ pub async fn serve_incoming(
             }
         });
     }
+}
+
+/// Whether a request claims to be inside a dialog (its To has a tag).
+fn has_to_tag(req: &Request) -> bool {
+    req.to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some()
 }
 
 /// Expiry granted to `contact` in a 2xx to REGISTER: the matching Contact's `expires`

@@ -9,6 +9,7 @@ mod browser;
 mod calls;
 mod cli;
 mod docker;
+mod genesys;
 mod layers;
 mod limits;
 mod registration;

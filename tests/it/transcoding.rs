@@ -5,25 +5,17 @@
 
 use crate::common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{Client, WAIT};
+use common::far_end::{FarEnd, Got, FAR_TE};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
-use common::peer::ToneGenerator;
-use common::peer::{decode_g711, dominant_frequency, encode_g711, Peer, PeerOptions};
+use common::peer::{dominant_frequency, Peer, PeerOptions};
 use common::scenes::start_call;
 use common::sipp::{self, Sipp};
-use media::relay::header;
 use serde_json::json;
 
-/// The far end's telephone-event payload type (fixtures/sipp/*_pcmu_rtpport.xml).
-const FAR_TE: u8 = 101;
 /// The test browser's: Opus and telephone-event/48000, as Chrome pairs them.
 const OPUS_PT: u8 = 111;
 const BROWSER_TE: u8 = 110;
@@ -33,147 +25,6 @@ fn opus_peer() -> PeerOptions {
     PeerOptions {
         codecs: vec!["opus", "telephone-event/48000"],
         ..PeerOptions::default()
-    }
-}
-
-/// One packet the far end received.
-#[derive(Clone, Debug)]
-struct Got {
-    pt: u8,
-    seq: u16,
-    ts: u32,
-    payload: Vec<u8>,
-}
-
-/// The far end's media, played by the test on a UDP port SIPp advertises: it records what
-/// the gateway sends, and once it knows where that comes from (symmetric RTP) sends a
-/// 1000 Hz PCMU tone back every 20 ms, or an RFC 4733 key press when asked.
-struct FarEnd {
-    port: u16,
-    received: Arc<Mutex<Vec<Got>>>,
-    keys: mpsc::Sender<u8>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FarEnd {
-    fn start() -> FarEnd {
-        let port = pick_port() & !1;
-        let socket = UdpSocket::bind(("127.0.0.1", port)).expect("far-end RTP port");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(2)))
-            .expect("timeout");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (keys, key_rx) = mpsc::channel();
-        let thread = {
-            let received = received.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || far_end_loop(socket, received, key_rx, stop))
-        };
-        FarEnd {
-            port,
-            received,
-            keys,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn packets(&self) -> Vec<Got> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The PCMU audio received, decoded, in arrival order.
-    fn pcm(&self) -> Vec<i16> {
-        self.packets()
-            .iter()
-            .filter(|p| p.pt == 0)
-            .flat_map(|p| decode_g711(&p.payload, true))
-            .collect()
-    }
-
-    /// Sends one 100 ms key press instead of audio.
-    fn press(&self, event: u8) {
-        self.keys.send(event).expect("far-end thread");
-    }
-}
-
-impl Drop for FarEnd {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn far_end_loop(
-    socket: UdpSocket,
-    received: Arc<Mutex<Vec<Got>>>,
-    keys: mpsc::Receiver<u8>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut buf = [0u8; 1500];
-    let mut gateway: Option<SocketAddr> = None;
-    let mut tone = ToneGenerator::new(1000.0, 8000, 0.5);
-    let (mut seq, mut ts, ssrc) = (5000u16, 80_000u32, 0x0bad_f00du32);
-    let mut next = Instant::now();
-    // A key press in progress: event, packets sent, start timestamp.
-    let mut key: Option<(u8, u32, u32)> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let p = &buf[..n];
-            if header::is_rtp(p) {
-                if gateway.is_none() {
-                    gateway = Some(from);
-                    next = Instant::now();
-                }
-                received.lock().unwrap().push(Got {
-                    pt: header::pt(p),
-                    seq: header::seq(p),
-                    ts: header::ts(p),
-                    payload: p[header::LEN..].to_vec(),
-                });
-            }
-        }
-        let Some(to) = gateway else { continue };
-        if Instant::now() < next {
-            continue;
-        }
-        next += Duration::from_millis(20);
-        if key.is_none() {
-            if let Ok(event) = keys.try_recv() {
-                key = Some((event, 0, ts));
-            }
-        }
-        let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        header::set_seq(&mut packet, seq);
-        header::set_ssrc(&mut packet, ssrc);
-        seq = seq.wrapping_add(1);
-        match key.as_mut() {
-            // 5 updates of 20 ms, then the end packet three times (RFC 4733 §2.5.1.4).
-            Some((event, sent, start)) => {
-                *sent += 1;
-                let end = *sent >= 5;
-                let duration = 160 * (*sent).min(5) as u16;
-                header::set_pt_marker(&mut packet, FAR_TE, *sent == 1);
-                header::set_ts(&mut packet, *start);
-                packet.extend_from_slice(&[*event, if end { 0x8a } else { 0x0a }]);
-                packet.extend_from_slice(&duration.to_be_bytes());
-                if *sent == 7 {
-                    key = None;
-                    ts = ts.wrapping_add(800);
-                }
-            }
-            None => {
-                header::set_pt_marker(&mut packet, 0, false);
-                header::set_ts(&mut packet, ts);
-                ts = ts.wrapping_add(160);
-                packet.extend_from_slice(&encode_g711(&tone.next_samples(160), true));
-            }
-        }
-        let _ = socket.send_to(&packet, to);
     }
 }
 

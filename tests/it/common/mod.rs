@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod far_end;
 pub mod gateway;
 pub mod kamailio;
 pub mod netns;

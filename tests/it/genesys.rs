@@ -1,0 +1,304 @@
+//! Genesys SIP Server driving the agent's phone (../shared/GENESYS.md): SIPp plays SIP
+//! Server's side of each flow through the fixture Kamailio, the test owns the far end's RTP
+//! (`FarEnd`, a 1000 Hz tone) and the agent is the WebRTC test peer sending its own 1000 Hz;
+//! after each step the audio is measured both ways, by frequency.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{Client, WAIT};
+use common::far_end::FarEnd;
+use common::gateway::Gateway;
+use common::kamailio::{Kamailio, KamailioOptions};
+use common::peer::{dominant_frequency, Peer, PeerOptions};
+use common::sipp::Sipp;
+use serde_json::{json, Value};
+
+const UUID: &str = "TTL7J9EM750GP936CFL0EOACN8000002";
+
+/// A browser preferring Opus, as Chrome does: with a G.711 far end the gateway transcodes,
+/// so a move to PCMA only changes the law toward SIP.
+fn opus_first_peer() -> PeerOptions {
+    PeerOptions {
+        codecs: vec!["opus", "PCMU", "telephone-event"],
+        ..PeerOptions::default()
+    }
+}
+
+/// SIPp playing SIP Server's `scenario` toward DN 5001 through Kamailio, with `vars`.
+fn sip_server(kam: &Kamailio, scenario: &str, vars: &[(&str, String)]) -> Sipp {
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let mut args: Vec<String> = Vec::new();
+    for (k, v) in vars {
+        args.extend(["-set".to_string(), k.to_string(), v.clone()]);
+    }
+    args.extend(["-s".into(), "5001".into(), kam_addr]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Sipp::start(scenario, None, &refs)
+}
+
+/// Answers the `incomingCall` `offer` with a new peer (as the client library does on
+/// `answerRequested`); the peer once ICE and DTLS are up.
+async fn join(gw: &Gateway, c: &mut Client, offer: &Value, opts: PeerOptions) -> Peer {
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    let peer = Peer::new(opts).await;
+    let answer = peer
+        .accept_offer(offer["payload"]["sdp"].as_str().expect("offer sdp"))
+        .await;
+    let r = c
+        .request("answer", json!({"callId": call_id, "sdp": answer}))
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    assert!(
+        peer.wait_connected(Duration::from_secs(10)).await,
+        "ICE/DTLS did not complete:\n{}",
+        gw.log()
+    );
+    peer
+}
+
+/// The browser sends 1000 Hz for 3 s; the far end must measure it in its own law, and the
+/// browser the far end's 1000 Hz (decoded from whatever the gateway sends it).
+async fn audio_both_ways(gw: &Gateway, peer: &Peer, far: &FarEnd, what: &str) {
+    far.clear();
+    let from = peer.received().len();
+    assert!(peer.send_tone(1000.0, Duration::from_secs(3)), "no codec");
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let pcm = far.pcm();
+    assert!(
+        pcm.len() >= 8000 * 2,
+        "{what}: only {} samples reached the far end (PT {})\n{}",
+        pcm.len(),
+        far.pt,
+        gw.log()
+    );
+    let f = dominant_frequency(&pcm[1600..], 8000);
+    assert!(
+        (980.0..=1020.0).contains(&f),
+        "{what}: far end measured {f} Hz"
+    );
+    let got = &peer.received()[from..];
+    let (pcm, rate) = match peer.negotiated_codec() {
+        Some(c) if c.name.eq_ignore_ascii_case("opus") => {
+            (peer.received_opus_pcm(c.payload_type), 48000)
+        }
+        _ => (peer.received_pcm(), 8000),
+    };
+    assert!(
+        got.len() > 100,
+        "{what}: the browser got {} packets",
+        got.len()
+    );
+    let tail = &pcm[pcm.len().saturating_sub(rate as usize * 2)..];
+    let f = dominant_frequency(tail, rate);
+    assert!(
+        (980.0..=1020.0).contains(&f),
+        "{what}: browser measured {f} Hz"
+    );
+}
+
+/// Waits for `kind` with `by` on the agent's socket.
+async fn event_by(c: &mut Client, kind: &str, by: &str) -> Value {
+    let ev = c.event(kind, WAIT).await;
+    assert_eq!(ev["payload"]["by"], by, "{ev}");
+    ev
+}
+
+/// WWE's Answer: SIP Server's NOTIFY talk in the early dialog is answered with 200 and the
+/// INVITE with 200 OK within a second; the browser hears `answerRequested {by: remote}`,
+/// answers, and gets `answered {by: remote}`; audio flows both ways. The CallUUID is in the
+/// browser's `incomingCall`, in REST and on SSE.
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_talk_answers_a_ringing_call_for_the_agent() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let sse = reqwest::get(format!("{}/api/events", gw.api_url()))
+        .await
+        .expect("SSE");
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let far = FarEnd::start();
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_remote_answer.xml",
+        &[("rtpport", far.port.to_string()), ("uuid", UUID.into())],
+    );
+
+    let offer = c.event("incomingCall", WAIT).await;
+    assert_eq!(
+        offer["payload"]["headers"]["X-Genesys-CallUUID"], UUID,
+        "{offer}"
+    );
+    assert_eq!(offer["payload"]["direction"], "inbound", "{offer}");
+    let call_id = offer["payload"]["callId"]
+        .as_str()
+        .expect("callId")
+        .to_string();
+    let asked = Instant::now();
+    let req = event_by(&mut c, "answerRequested", "remote").await;
+    assert_eq!(req["payload"]["callId"], call_id.as_str());
+    // The SIP leg is answered without the browser: SIPp has its 200s and ACKed.
+    let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
+    assert_eq!(view["genesysCallUuid"], UUID, "{view}");
+    assert_eq!(view["headers"]["X-Genesys-CallUUID"], UUID, "{view}");
+    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    let answered = event_by(&mut c, "answered", "remote").await;
+    assert_eq!(answered["payload"]["callId"], call_id.as_str());
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    audio_both_ways(&gw, &peer, &far, "after the remote answer").await;
+    let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
+    assert!(
+        view["codec"].is_string(),
+        "REST codec for an inbound call: {view}"
+    );
+
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    assert!(
+        sipp.wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "SIP Server's side of the flow:\n{}",
+        sipp.traces()
+    );
+    let live = sse_until(sse, "hangup").await;
+    assert!(
+        live.contains(&format!("\"genesysCallUuid\":\"{UUID}\"")),
+        "SSE call events carry the CallUUID:\n{live}"
+    );
+    peer.close().await;
+}
+
+/// Reads the SSE stream until an event of `kind` (or 10 s); the text read.
+async fn sse_until(mut resp: reqwest::Response, kind: &str) -> String {
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let needle = format!("\"type\":\"{kind}\"");
+    let marker = format!("event: {kind}");
+    while Instant::now() < deadline && !text.contains(&needle) && !text.contains(&marker) {
+        match tokio::time::timeout(Duration::from_secs(1), resp.chunk()).await {
+            Ok(Ok(Some(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    text
+}
+
+/// WWE's Dial (3pcc MakeCall): an INVITE without SDP reaches the browser as
+/// `incomingCall {direction: outbound}`; NOTIFY talk answers it; our 200 OK carries a G.711
+/// offer; the ACK comes late with the `c=0.0.0.0` placeholder, which parks the media without
+/// ending the call; the re-INVITE with the destination's SDP brings audio both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let far = FarEnd::start();
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_3pcc.xml",
+        &[
+            ("rtpport", far.port.to_string()),
+            ("uuid", UUID.into()),
+            ("ackdelay", "4000".into()),
+        ],
+    );
+
+    let offer = c.event("incomingCall", WAIT).await;
+    assert_eq!(offer["payload"]["direction"], "outbound", "{offer}");
+    assert!(
+        offer["payload"]["from"]
+            .as_str()
+            .is_some_and(|f| f.contains("1002")),
+        "From is the destination: {offer}"
+    );
+    event_by(&mut c, "answerRequested", "remote").await;
+    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    event_by(&mut c, "answered", "remote").await;
+    // The late ACK and the re-INVITE come within ~6 s; nothing must end the call meanwhile.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    audio_both_ways(&gw, &peer, &far, "after the 3pcc re-INVITE").await;
+    assert!(
+        !gw.log().contains("cannot be used"),
+        "the placeholder answer is not an error:\n{}",
+        gw.log()
+    );
+
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    c.request("hangup", json!({"callId": call_id})).await;
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local", "{h}");
+    assert!(
+        sipp.wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "SIP Server's side of the flow:\n{}",
+        sipp.traces()
+    );
+    peer.close().await;
+}
+
+/// SIP Server moves an answered call: an offerless re-INVITE answered in the ACK with PCMA
+/// at another port (a media server), a `c=0.0.0.0` hold and an offerless retrieve
+/// (`held`/`resumed` by remote), NOTIFY hold and talk (our own re-INVITEs, `held`/`resumed`),
+/// and a NOTIFY for an unknown event (489); audio both ways after each move.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_moves_hold_and_retrieve_as_sip_server_does_them() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let first = FarEnd::start();
+    let media_server = FarEnd::start_with(8);
+    let step = 6000u64;
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_moves.xml",
+        &[
+            ("rtpport", first.port.to_string()),
+            ("rtpport2", media_server.port.to_string()),
+            ("uuid", UUID.into()),
+            ("step", step.to_string()),
+        ],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    event_by(&mut c, "answerRequested", "remote").await;
+    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    event_by(&mut c, "answered", "remote").await;
+    let t0 = Instant::now();
+    audio_both_ways(&gw, &peer, &first, "before the move").await;
+
+    // Step 2: moved to the media server on PCMA by an offerless re-INVITE.
+    tokio::time::sleep(Duration::from_millis(step + 300).saturating_sub(t0.elapsed())).await;
+    audio_both_ways(&gw, &peer, &media_server, "moved to PCMA").await;
+    assert!(
+        gw.log().contains("PCMA"),
+        "the SIP leg now carries PCMA:\n{}",
+        gw.log()
+    );
+
+    // Step 3: desktop hold with c=0.0.0.0; step 4: offerless retrieve.
+    event_by(&mut c, "held", "remote").await;
+    event_by(&mut c, "resumed", "remote").await;
+    audio_both_ways(&gw, &peer, &media_server, "after the retrieve").await;
+
+    // Steps 5 and 6: NOTIFY hold and talk make the phone hold and resume itself.
+    event_by(&mut c, "held", "remote").await;
+    event_by(&mut c, "resumed", "remote").await;
+    audio_both_ways(&gw, &peer, &media_server, "after NOTIFY talk").await;
+
+    // Step 7: 489 for an unknown event, and the call goes on.
+    tokio::time::sleep(Duration::from_millis(step)).await;
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    c.request("hangup", json!({"callId": call_id})).await;
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local", "{h}");
+    assert!(
+        sipp.wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "SIP Server's side of the flow:\n{}",
+        sipp.traces()
+    );
+    peer.close().await;
+}
