@@ -730,38 +730,11 @@ impl ServerInviteDialog {
             // Accept BYE even in WaitAck state — remote may tear down call
             // before ACK arrives (common with SIP proxies)
             crate::sip::Method::Bye => return self.handle_bye(tx).await,
-            // Fork (browser-sip-gateway): requests an early dialog may carry (RFC 3265
-            // NOTIFY such as Genesys SIP Server's `Event: talk`, RFC 6086 INFO, RFC 3311
-            // UPDATE) reach the application like in a confirmed dialog, without moving
-            // the dialog to Confirmed. Upstream 0.7.14 dropped them without a response,
-            // so the UAC retransmitted them for 32 s and then gave the call up.
-            crate::sip::Method::Notify
-            | crate::sip::Method::Info
-            | crate::sip::Method::Update
-            | crate::sip::Method::Options => self.handle_in_early_dialog(tx).await,
             _ => {
                 // ignore other requests in non-confirmed state
                 Ok(())
             }
         }
-    }
-
-    /// Fork (browser-sip-gateway): an in-dialog request before the 2xx's ACK, handed to
-    /// the application as the same event a confirmed dialog would give, while the dialog
-    /// stays in its state; a handle dropped without a reply answers 501.
-    async fn handle_in_early_dialog(&mut self, tx: &mut Transaction) -> Result<()> {
-        debug!(id = %self.id(), method = %tx.original.method, "request in early dialog");
-        let (handle, rx) = TransactionHandle::new();
-        let id = self.id();
-        let req = tx.original.clone();
-        let event = match tx.original.method {
-            crate::sip::Method::Notify => DialogState::Notify(id, req, handle),
-            crate::sip::Method::Info => DialogState::Info(id, req, handle),
-            crate::sip::Method::Update => DialogState::Updated(id, req, handle),
-            _ => DialogState::Options(id, req, handle),
-        };
-        self.inner.transition(event);
-        self.inner.process_transaction_handle(tx, rx).await
     }
 
     async fn handle_bye(&mut self, tx: &mut Transaction) -> Result<()> {
