@@ -239,7 +239,7 @@ impl MediaEngine {
         remote: Option<BrowserRemote>,
         browser_codecs: Vec<Codec>,
         sip_codecs: Vec<Codec>,
-    ) -> Result<(MediaSession, String, String, u16, u32), MediaError> {
+    ) -> Result<(MediaSession, String, String, u32), MediaError> {
         let (port, rtp, rtcp) = self.bind_rtp()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
@@ -281,7 +281,7 @@ impl MediaEngine {
         if !sent {
             return Err(MediaError::Gone);
         }
-        Ok((session, ufrag, pwd, port, ssrc_to_browser))
+        Ok((session, ufrag, pwd, ssrc_to_browser))
     }
 
     /// Media for an outgoing call: the browser's offer in, its answer and our SIP offer out.
@@ -302,8 +302,8 @@ impl MediaEngine {
             fingerprint: offer.fingerprint.clone(),
             role,
         };
-        let (session, ufrag, pwd, port, ssrc) =
-            self.new_session(Some(remote), codecs.clone(), sip_codecs.clone())?;
+        let (session, ufrag, pwd, ssrc) =
+            self.new_session(Some(remote), codecs.clone(), sip_codecs)?;
         let worker_port = self.workers[session.worker].browser_port;
         let browser_answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
             offer: browser_offer,
@@ -318,15 +318,7 @@ impl MediaEngine {
             ssrc,
             cname: "gateway",
         })?;
-        let sip_offer = sdp::build_plain(&sdp::PlainParams {
-            ip: self.cfg.sip_ip,
-            port,
-            codecs: &sip_codecs,
-            direction: Direction::SendRecv,
-            session_id: session.session_id,
-            session_version: session.sdp_version,
-            ptime: 20,
-        })?;
+        let sip_offer = session.sip_description()?;
         Ok(Outbound {
             browser_answer,
             sip_offer,
@@ -345,36 +337,10 @@ impl MediaEngine {
         // Toward the browser we use the far end's payload types for its codec (nothing to
         // remap), and offer Opus besides when we can transcode it to that.
         let browser_codecs = sdp::browser_offer_codecs(&sip_codecs);
-        let (mut session, ufrag, pwd, port, ssrc) =
-            self.new_session(None, browser_codecs.clone(), sip_codecs.clone())?;
-        let worker_port = self.workers[session.worker].browser_port;
-        let direction = offer.direction.reversed();
-        session.direction = direction;
-        let browser_offer = sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
-            ips: &self.cfg.browser_ips,
-            port: worker_port,
-            ice_ufrag: &ufrag,
-            ice_pwd: &pwd,
-            fingerprint: self.cert.fingerprint(),
-            codecs: &browser_codecs,
-            direction,
-            ssrc,
-            cname: "gateway",
-            session_id: session.session_id,
-            session_version: session.sdp_version,
-        })?;
-        let sip_answer = sdp::build_plain_answer(
-            sip_offer,
-            &sdp::PlainParams {
-                ip: self.cfg.sip_ip,
-                port,
-                codecs: &sip_codecs,
-                direction,
-                session_id: session.session_id,
-                session_version: session.sdp_version,
-                ptime: offer.ptime.unwrap_or(20),
-            },
-        )?;
+        let (mut session, ufrag, pwd, ssrc) = self.new_session(None, browser_codecs, sip_codecs)?;
+        session.direction = offer.direction.reversed();
+        let browser_offer = self.browser_offer(&session, &ufrag, &pwd, ssrc)?;
+        let sip_answer = session.sip_answer_to(sip_offer, &offer)?;
         session.apply_sip(&offer)?;
         Ok(Inbound {
             browser_offer,
@@ -394,36 +360,38 @@ impl MediaEngine {
             Codec::telephone_event(101, 8000),
         ];
         let browser_codecs = sdp::browser_offer_codecs(&sip_codecs);
-        let (session, ufrag, pwd, port, ssrc) =
-            self.new_session(None, browser_codecs.clone(), sip_codecs.clone())?;
-        let worker_port = self.workers[session.worker].browser_port;
-        let browser_offer = sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
-            ips: &self.cfg.browser_ips,
-            port: worker_port,
-            ice_ufrag: &ufrag,
-            ice_pwd: &pwd,
-            fingerprint: self.cert.fingerprint(),
-            codecs: &browser_codecs,
-            direction: Direction::SendRecv,
-            ssrc,
-            cname: "gateway",
-            session_id: session.session_id,
-            session_version: session.sdp_version,
-        })?;
-        let sip_offer = sdp::build_plain(&sdp::PlainParams {
-            ip: self.cfg.sip_ip,
-            port,
-            codecs: &sip_codecs,
-            direction: Direction::SendRecv,
-            session_id: session.session_id,
-            session_version: session.sdp_version,
-            ptime: 20,
-        })?;
+        let (session, ufrag, pwd, ssrc) = self.new_session(None, browser_codecs, sip_codecs)?;
+        let browser_offer = self.browser_offer(&session, &ufrag, &pwd, ssrc)?;
+        let sip_offer = session.sip_description()?;
         Ok(Offerless {
             browser_offer,
             sip_offer,
             session,
         })
+    }
+
+    /// Our offer to the browser for `session` (an incoming call's, or one placed for the
+    /// agent): its codecs and direction, our ICE credentials and the worker's candidates.
+    fn browser_offer(
+        &self,
+        session: &MediaSession,
+        ufrag: &str,
+        pwd: &str,
+        ssrc: u32,
+    ) -> Result<String, MediaError> {
+        Ok(sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
+            ips: &self.cfg.browser_ips,
+            port: self.workers[session.worker].browser_port,
+            ice_ufrag: ufrag,
+            ice_pwd: pwd,
+            fingerprint: self.cert.fingerprint(),
+            codecs: &session.browser_codecs,
+            direction: session.direction,
+            ssrc,
+            cname: "gateway",
+            session_id: session.session_id,
+            session_version: session.sdp_version,
+        })?)
     }
 
     fn release_port(&self, port: u16) {
@@ -501,20 +469,30 @@ impl MediaSession {
             return Err(e);
         }
         self.sdp_version += 1;
-        let direction = offer.direction.reversed();
-        let answer = sdp::build_plain_answer(
-            sip_sdp,
+        self.direction = offer.direction.reversed();
+        let answer = self.sip_answer_to(sip_sdp, &offer)?;
+        Ok((answer, SipRemote::of(&offer)))
+    }
+
+    /// Our answer to the far end's `offer` (its text and what we read of it): our codecs and
+    /// direction, on the offer's m-lines and packet time.
+    fn sip_answer_to(
+        &self,
+        offer_sdp: &str,
+        offer: &sdp::PlainDescription,
+    ) -> Result<String, MediaError> {
+        Ok(sdp::build_plain_answer(
+            offer_sdp,
             &sdp::PlainParams {
                 ip: self.engine.cfg.sip_ip,
                 port: self.port,
                 codecs: &self.sip_codecs,
-                direction,
+                direction: self.direction,
                 session_id: self.session_id,
                 session_version: self.sdp_version,
                 ptime: offer.ptime.unwrap_or(20),
             },
-        )?;
-        Ok((answer, SipRemote::of(&offer)))
+        )?)
     }
 
     /// A full offer toward SIP for a request that came without one (an offerless re-INVITE,
@@ -674,11 +652,17 @@ impl MediaSession {
     pub fn sip_reoffer(&mut self, direction: Direction) -> Result<String, MediaError> {
         self.sdp_version += 1;
         self.direction = direction;
+        self.sip_description()
+    }
+
+    /// Our plain RTP/AVP description toward SIP as it stands: our codecs, direction and
+    /// SDP version.
+    fn sip_description(&self) -> Result<String, MediaError> {
         Ok(sdp::build_plain(&sdp::PlainParams {
             ip: self.engine.cfg.sip_ip,
             port: self.port,
             codecs: &self.sip_codecs,
-            direction,
+            direction: self.direction,
             session_id: self.session_id,
             session_version: self.sdp_version,
             ptime: 20,

@@ -12,6 +12,7 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
+use common::scenes::send_answer;
 use common::sipp::Sipp;
 use serde_json::{json, Value};
 
@@ -41,15 +42,7 @@ fn sip_server(kam: &Kamailio, scenario: &str, vars: &[(&str, String)]) -> Sipp {
 /// Answers the `incomingCall` `offer` with a new peer (as the client library does on
 /// `answerRequested`); the peer once ICE and DTLS are up.
 async fn join(gw: &Gateway, c: &mut Client, offer: &Value, opts: PeerOptions) -> Peer {
-    let call_id = offer["payload"]["callId"].as_str().expect("callId");
-    let peer = Peer::new(opts).await;
-    let answer = peer
-        .accept_offer(offer["payload"]["sdp"].as_str().expect("offer sdp"))
-        .await;
-    let r = c
-        .request("answer", json!({"callId": call_id, "sdp": answer}))
-        .await;
-    assert_eq!(r["type"], "result", "{r}");
+    let peer = send_answer(c, offer, opts).await;
     assert!(
         peer.wait_connected(Duration::from_secs(10)).await,
         "ICE/DTLS did not complete:\n{}",
@@ -95,6 +88,20 @@ async fn audio_both_ways(gw: &Gateway, peer: &Peer, far: &FarEnd, what: &str) {
     assert!(
         (980.0..=1020.0).contains(&f),
         "{what}: browser measured {f} Hz"
+    );
+}
+
+/// The agent hangs up: `hangup {by: local}`, and SIPp, which played SIP Server's side,
+/// took the BYE and ends with every step of its scenario done.
+async fn agent_hangs_up(c: &mut Client, sipp: &mut Sipp, call_id: &str) {
+    c.request("hangup", json!({"callId": call_id})).await;
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local", "{h}");
+    assert!(
+        sipp.wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "SIP Server's side of the flow:\n{}",
+        sipp.traces()
     );
 }
 
@@ -153,14 +160,7 @@ async fn notify_talk_answers_a_ringing_call_for_the_agent() {
         "REST codec for an inbound call: {view}"
     );
 
-    c.request("hangup", json!({"callId": call_id})).await;
-    c.event("hangup", WAIT).await;
-    assert!(
-        sipp.wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "SIP Server's side of the flow:\n{}",
-        sipp.traces()
-    );
+    agent_hangs_up(&mut c, &mut sipp, &call_id).await;
     let live = sse_until(sse, "hangup").await;
     assert!(
         live.contains(&format!("\"genesysCallUuid\":\"{UUID}\"")),
@@ -227,14 +227,6 @@ async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
     );
 
     let call_id = offer["payload"]["callId"].as_str().expect("callId");
-    c.request("hangup", json!({"callId": call_id})).await;
-    let h = c.event("hangup", WAIT).await;
-    assert_eq!(h["payload"]["by"], "local", "{h}");
-    assert!(
-        sipp.wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "SIP Server's side of the flow:\n{}",
-        sipp.traces()
-    );
+    agent_hangs_up(&mut c, &mut sipp, call_id).await;
     peer.close().await;
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::client::{Client, WAIT};
 use super::gateway::Gateway;
@@ -105,14 +105,7 @@ pub async fn answer_incoming(gw: &Gateway, c: &mut Client) -> (Peer, String) {
         .as_str()
         .expect("callId")
         .to_string();
-    let peer = Peer::new(g711_peer()).await;
-    let answer = peer
-        .accept_offer(offer["payload"]["sdp"].as_str().expect("offer sdp"))
-        .await;
-    let r = c
-        .request("answer", json!({"callId": call_id, "sdp": answer}))
-        .await;
-    assert_eq!(r["type"], "result", "{r}");
+    let peer = send_answer(c, &offer, g711_peer()).await;
     c.event("answered", WAIT).await;
     assert!(
         peer.wait_connected(Duration::from_secs(10)).await,
@@ -120,4 +113,19 @@ pub async fn answer_incoming(gw: &Gateway, c: &mut Client) -> (Peer, String) {
         gw.log()
     );
     (peer, call_id)
+}
+
+/// Answers the `incomingCall` event `offer` with a new peer made with `opts`, asserting the
+/// `result`; the peer (ICE and DTLS may still be under way).
+pub async fn send_answer(c: &mut Client, offer: &Value, opts: PeerOptions) -> Peer {
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    let peer = Peer::new(opts).await;
+    let answer = peer
+        .accept_offer(offer["payload"]["sdp"].as_str().expect("offer sdp"))
+        .await;
+    let r = c
+        .request("answer", json!({"callId": call_id, "sdp": answer}))
+        .await;
+    assert_eq!(r["type"], "result", "{r}");
+    peer
 }
