@@ -107,9 +107,19 @@ struct Call {
     pending_timer: Option<(u32, bool)>,
     /// The set-up outcome went into the metrics.
     setup_counted: bool,
-    /// We put an offer in a 2xx (an INVITE or re-INVITE without one): the answer comes in
-    /// the ACK of the INVITE with this CSeq (RFC 3261 §13.2.1, §14.2).
-    ack_answer: Option<u32>,
+    /// We put an offer in a 2xx (an INVITE or re-INVITE without one): its answer comes in
+    /// the ACK (RFC 3261 §13.2.1, §14.2).
+    ack_answer: Option<AckAnswer>,
+}
+
+/// An answer we wait for in an ACK.
+#[derive(Clone, Copy, Debug)]
+struct AckAnswer {
+    /// The CSeq of the INVITE it acknowledges.
+    cseq: u32,
+    /// It answers the INVITE that made the call (a call placed for the agent), whose
+    /// `c=0.0.0.0` placeholder parks the media but is no hold by the far end.
+    first: bool,
 }
 
 /// Starts an outgoing call's task.
@@ -337,7 +347,7 @@ async fn run_incoming(
     let mut c = Call::new(agent, dn, Direction::Inbound, session, leg);
     c.peer_update = peer_update;
     if offer.is_none() {
-        c.ack_answer = invite_cseq;
+        c.ack_answer = invite_cseq.map(|cseq| AckAnswer { cseq, first: true });
     }
     let mut answer_headers = vec![
         Header::ContentType("application/sdp".into()),
@@ -879,7 +889,11 @@ impl Call {
             };
             if body.is_some() {
                 headers.push(Header::ContentType("application/sdp".into()));
-                self.ack_answer = req.cseq_header().ok().and_then(|c| c.seq().ok());
+                self.ack_answer = req
+                    .cseq_header()
+                    .ok()
+                    .and_then(|c| c.seq().ok())
+                    .map(|cseq| AckAnswer { cseq, first: false });
             }
             let _ = handle
                 .respond(StatusCode::OK, Some(headers), body.map(String::into_bytes))
@@ -926,7 +940,7 @@ impl Call {
     fn on_ack(&mut self) -> Option<Input> {
         let expected = self.ack_answer?;
         let ack = self.leg.dialog.last_remote_ack()?;
-        if ack.cseq_header().ok().and_then(|c| c.seq().ok()) != Some(expected) {
+        if ack.cseq_header().ok().and_then(|c| c.seq().ok()) != Some(expected.cseq) {
             return None;
         }
         self.ack_answer = None;
@@ -939,9 +953,7 @@ impl Call {
         match self.media.set_sip_remote(&answer) {
             Ok(remote) => {
                 self.codec_changed();
-                // The answer of a call placed for the agent is not a hold by the far end,
-                // even when it parks the media.
-                if !(remote.held && self.state.browser_pending() && !self.remote_hold) {
+                if !expected.first {
                     self.remote_hold_is(remote.held);
                 }
                 info!(held = remote.held, "answer from the ACK applied");

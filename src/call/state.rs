@@ -197,7 +197,8 @@ impl CallState {
     }
 
     /// Whether the SIP leg was answered for the agent and the browser has yet to join.
-    pub fn browser_pending(&self) -> bool {
+    #[cfg(test)]
+    fn browser_pending(&self) -> bool {
         self.browser_pending.is_some()
     }
 

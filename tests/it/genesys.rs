@@ -217,8 +217,17 @@ async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
     event_by(&mut c, "answerRequested", "remote").await;
     let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
     event_by(&mut c, "answered", "remote").await;
-    // The late ACK and the re-INVITE come within ~6 s; nothing must end the call meanwhile.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The late ACK and the re-INVITE come within ~6 s: the placeholder parks the media but
+    // is no hold by the far end, and nothing ends the call meanwhile.
+    let quiet_until = Instant::now() + Duration::from_secs(6);
+    while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
+        if let Some(frame) = c.recv(left).await {
+            assert!(
+                !["held", "resumed", "hangup"].contains(&frame["type"].as_str().unwrap_or("")),
+                "{frame}"
+            );
+        }
+    }
     audio_both_ways(&gw, &peer, &far, "after the 3pcc re-INVITE").await;
     assert!(
         !gw.log().contains("cannot be used"),
