@@ -173,6 +173,8 @@ impl Agent {
                 }
             }
             CallEvent::AnswerRequested(by) => {
+                // The SIP leg is answered: REST says so before the browser has joined.
+                self.env.directory.calls.answered(&self.id);
                 info!(by = by.as_str(), "the agent's phone is asked to answer");
                 Event::AnswerRequested {
                     call_id,

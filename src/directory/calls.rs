@@ -235,11 +235,12 @@ impl Calls {
         }
     }
 
-    /// The call is answered now.
+    /// The call is answered now (the first answer counts: a call answered on the SIP leg
+    /// for the agent keeps that time when the browser joins).
     pub fn answered(&self, id: &str) {
         self.update(id, |c| {
             c.phase = Phase::Answered;
-            c.answered_at = Some(SystemTime::now());
+            c.answered_at.get_or_insert_with(SystemTime::now);
         });
     }
 

@@ -147,6 +147,8 @@ async fn notify_talk_answers_a_ringing_call_for_the_agent() {
     assert_eq!(req["payload"]["callId"], call_id.as_str());
     // The SIP leg is answered without the browser: SIPp has its 200s and ACKed.
     let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
+    assert_eq!(view["state"], "answered", "answered on the SIP side: {view}");
+    assert!(view["answeredAt"].is_string(), "{view}");
     assert_eq!(view["genesysCallUuid"], UUID, "{view}");
     assert_eq!(view["headers"]["X-Genesys-CallUUID"], UUID, "{view}");
     let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
