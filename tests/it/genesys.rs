@@ -147,7 +147,10 @@ async fn notify_talk_answers_a_ringing_call_for_the_agent() {
     assert_eq!(req["payload"]["callId"], call_id.as_str());
     // The SIP leg is answered without the browser: SIPp has its 200s and ACKed.
     let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
-    assert_eq!(view["state"], "answered", "answered on the SIP side: {view}");
+    assert_eq!(
+        view["state"], "answered",
+        "answered on the SIP side: {view}"
+    );
     assert!(view["answeredAt"].is_string(), "{view}");
     assert_eq!(view["genesysCallUuid"], UUID, "{view}");
     assert_eq!(view["headers"]["X-Genesys-CallUUID"], UUID, "{view}");
@@ -217,19 +220,29 @@ async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
         "From is the destination: {offer}"
     );
     event_by(&mut c, "answerRequested", "remote").await;
+    let answered_at = Instant::now();
     let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
     event_by(&mut c, "answered", "remote").await;
     // The late ACK and the re-INVITE come within ~6 s: the placeholder parks the media but
     // is no hold by the far end, and nothing ends the call meanwhile.
-    let quiet_until = Instant::now() + Duration::from_secs(6);
+    let quiet_until = answered_at + Duration::from_secs(7);
+    let mut ack_seen = None;
     while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
-        if let Some(frame) = c.recv(left).await {
+        if let Some(frame) = c.recv(left.min(Duration::from_millis(100))).await {
             assert!(
                 !["held", "resumed", "hangup"].contains(&frame["type"].as_str().unwrap_or("")),
                 "{frame}"
             );
         }
+        if ack_seen.is_none() && gw.log().contains("answer from the ACK applied") {
+            ack_seen = Some(answered_at.elapsed());
+        }
     }
+    let late = ack_seen.unwrap_or_else(|| panic!("no ACK answer applied:\n{}", gw.log()));
+    assert!(
+        late >= Duration::from_millis(3500),
+        "the ACK came {late:?} after the 200 OK, not late as SIP Server's is"
+    );
     audio_both_ways(&gw, &peer, &far, "after the 3pcc re-INVITE").await;
     assert!(
         !gw.log().contains("cannot be used"),
@@ -238,6 +251,66 @@ async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
     );
 
     let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    agent_hangs_up(&mut c, &mut sipp, call_id).await;
+    peer.close().await;
+}
+
+/// SIP Server moves an answered call (fixtures/sipp/genesys_moves.xml, one step every
+/// `STEP`): an offerless re-INVITE answered in the ACK with PCMA at another port (a media
+/// server), a `c=0.0.0.0` hold and an offerless retrieve (`held`/`resumed` by remote),
+/// NOTIFY hold and talk (our own re-INVITEs, `held`/`resumed` by remote), and a NOTIFY for an
+/// unknown event (489, SIPp checks it); audio both ways after each move.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_moves_hold_and_retrieve_as_sip_server_does_them() {
+    const STEP: Duration = Duration::from_secs(5);
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let first = FarEnd::start();
+    let media_server = FarEnd::start_with(8);
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_moves.xml",
+        &[
+            ("rtpport", first.port.to_string()),
+            ("rtpport2", media_server.port.to_string()),
+            ("uuid", UUID.into()),
+            ("step", STEP.as_millis().to_string()),
+        ],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    event_by(&mut c, "answerRequested", "remote").await;
+    let answered_at = Instant::now();
+    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    event_by(&mut c, "answered", "remote").await;
+    audio_both_ways(&gw, &peer, &first, "before the move").await;
+
+    // Step 2: moved to the media server on PCMA by an offerless re-INVITE.
+    tokio::time::sleep(
+        (answered_at + STEP + Duration::from_millis(500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    audio_both_ways(&gw, &peer, &media_server, "moved to PCMA").await;
+    let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
+    assert!(
+        view["codec"].as_str().is_some_and(|c| c.contains("PCMA")),
+        "the SIP leg now carries PCMA: {view}"
+    );
+
+    // Step 3: desktop hold with c=0.0.0.0; step 4: offerless retrieve.
+    event_by(&mut c, "held", "remote").await;
+    event_by(&mut c, "resumed", "remote").await;
+    audio_both_ways(&gw, &peer, &media_server, "after the retrieve").await;
+
+    // Steps 5 and 6: NOTIFY hold and talk make the phone hold and resume itself.
+    event_by(&mut c, "held", "remote").await;
+    event_by(&mut c, "resumed", "remote").await;
+    audio_both_ways(&gw, &peer, &media_server, "after NOTIFY talk").await;
+
+    // Step 7: 489 for an unknown event (SIPp's scenario fails otherwise); the call goes on.
+    tokio::time::sleep(STEP).await;
     agent_hangs_up(&mut c, &mut sipp, call_id).await;
     peer.close().await;
 }
