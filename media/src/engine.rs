@@ -16,7 +16,7 @@ use crate::relay::PtMap;
 use crate::sdp::{self, Codec, CodecChoice, Direction};
 use crate::stats::{MediaCounters, MediaSnapshot};
 use crate::transcode::{TranscodeError, TranscodePlan, Transcoder, G711};
-use crate::worker::{self, Command, MediaEvent, NewCall, RelayPlan, WorkerHandle};
+use crate::worker::{self, Command, MediaEvent, NewCall, Recode, RelayPlan, WorkerHandle};
 
 /// Settings of the media plane.
 #[derive(Clone, Debug)]
@@ -461,7 +461,9 @@ impl MediaSession {
         let choice = sdp::choose_legs(&self.browser_codecs, &ours, &theirs)
             .ok_or(MediaError::NoCommonCodec)?;
         let sip = match choice {
-            CodecChoice::Passthrough { sip, .. } | CodecChoice::Transcode { sip, .. } => sip,
+            CodecChoice::Passthrough { sip, .. }
+            | CodecChoice::Transcode { sip, .. }
+            | CodecChoice::Recode { sip, .. } => sip,
         };
         let previous = std::mem::replace(&mut self.sip_codecs, with_dtmf(vec![sip], &offer.codecs));
         if let Err(e) = self.apply_sip(&offer) {
@@ -511,8 +513,21 @@ impl MediaSession {
         let mut to_sip = PtMap::new();
         let mut to_browser = PtMap::new();
         let mut sip_dtmf = None;
+        let mut recode = None;
         let (plan_clock, browser_clock, transcode) = match &choice {
-            CodecChoice::Passthrough { browser, sip } => {
+            CodecChoice::Passthrough { browser, sip } | CodecChoice::Recode { browser, sip } => {
+                if let (CodecChoice::Recode { .. }, Some(b), Some(s)) = (
+                    &choice,
+                    G711::from_name(&browser.name),
+                    G711::from_name(&sip.name),
+                ) {
+                    recode = Some(Recode {
+                        browser_pt: browser.pt,
+                        sip_pt: sip.pt,
+                        browser: b,
+                        sip: s,
+                    });
+                }
                 let _ = to_sip.insert(browser.pt, sip.pt);
                 let _ = to_browser.insert(sip.pt, browser.pt);
                 if let Some((b_te, s_te)) =
@@ -565,7 +580,9 @@ impl MediaSession {
             _ => None,
         };
         let label = choice.label();
-        if transcode.is_some() && self.chosen.as_deref() != Some(label.as_str()) {
+        if (transcode.is_some() || recode.is_some())
+            && self.chosen.as_deref() != Some(label.as_str())
+        {
             tracing::info!(codec = %label, "media: transcoding");
         }
         let addr = (desc.port != 0).then_some(SocketAddr::new(desc.addr, desc.port));
@@ -590,6 +607,7 @@ impl MediaSession {
                 browser_clock_rate: browser_clock,
                 sip_dtmf,
                 transcode,
+                recode,
             },
             transcoder,
         })?;

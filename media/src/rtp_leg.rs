@@ -18,6 +18,9 @@ pub struct RtpPeer {
     /// Our address the latched source sends to: what we send from, so a far end that checks
     /// the source (or a NAT/firewall that keeps state) sees the address it sent to.
     local: Option<IpAddr>,
+    /// Where the far end was before its last move: what it sends now is not the new far
+    /// end (a media server that took the call over), so it must not win the latch.
+    previous: Option<SocketAddr>,
     last_rx: Option<Instant>,
     on_hold: bool,
 }
@@ -30,13 +33,17 @@ impl RtpPeer {
 
     /// The address from the far end's SDP; `None` (port 0 or c=0.0.0.0) means no media.
     /// A new signalled address drops the latch: after a re-INVITE the far end may really
-    /// have moved.
+    /// have moved, and where it was is remembered so that its last packets do not latch.
     pub fn set_signalled(&mut self, addr: Option<SocketAddr>) {
+        let addr = addr.filter(|a| a.port() != 0 && !a.ip().is_unspecified());
         if self.signalled != addr {
+            if addr.is_some() {
+                self.previous = self.latched.or(self.signalled);
+            }
             self.latched = None;
             self.local = None;
         }
-        self.signalled = addr.filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+        self.signalled = addr;
     }
 
     /// Whether we should send at all (RFC 3264 hold: sendonly/inactive from us).
@@ -46,9 +53,11 @@ impl RtpPeer {
 
     /// A packet arrived from `from`, sent to our address `local` (when the kernel says).
     /// Latches onto the first source after signalling, so a stray packet from elsewhere later
-    /// cannot steal the stream.
+    /// cannot steal the stream; the signalled address itself always may, and the far end
+    /// of before a move never does.
     pub fn on_receive(&mut self, from: SocketAddr, local: Option<IpAddr>, now: Instant) -> bool {
-        if self.latched.is_none() {
+        let free = self.latched.is_none() && self.previous != Some(from);
+        if free || self.signalled == Some(from) {
             self.latched = Some(from);
         }
         if self.latched == Some(from) {
@@ -91,14 +100,16 @@ impl RtpPeer {
 }
 
 /// Where our RTCP to the far end goes: the signalled address (`a=rtcp`, else the RTP port
-/// + 1) until the far end's own RTCP arrives, then the path that came along, for good.
-///
-/// Unlike [`RtpPeer`], a later signalled address does not undo the latch once the far end's
-/// RTCP has arrived.
+/// plus one) until the far end's own RTCP arrives, then the path that came along, until the
+/// far end moves (a new signalled address, as [`RtpPeer`]); the same address signalled
+/// again (a refresh, a hold) keeps the latch.
 #[derive(Debug, Default, Clone)]
 pub struct RtcpPeer {
     to: Option<Path>,
+    signalled: Option<SocketAddr>,
     latched: bool,
+    /// Where the far end's RTCP came from before its last move.
+    previous: Option<SocketAddr>,
     on_hold: bool,
 }
 
@@ -109,8 +120,18 @@ impl RtcpPeer {
     }
 
     /// The address from the far end's SDP; `None` means none. Replaces the previous one
-    /// until the latch.
+    /// until the latch, and the latch when it is a new address (the far end moved).
     pub fn set_signalled(&mut self, addr: Option<SocketAddr>) {
+        // `c=0.0.0.0` (old-style hold) names no address: the latch stays for the retrieve.
+        let addr = addr.filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+        let moved = addr.is_some() && self.signalled.is_some() && addr != self.signalled;
+        if moved && self.latched {
+            self.previous = self.to.map(|p| p.remote);
+            self.latched = false;
+        }
+        if addr.is_some() {
+            self.signalled = addr;
+        }
         if !self.latched {
             self.to = addr.map(Path::to);
         }
@@ -124,7 +145,7 @@ impl RtcpPeer {
     /// RTCP arrived along `path`: the first such packet fixes the destination, so a stray
     /// one later cannot divert our reports.
     pub fn on_receive(&mut self, path: Path) {
-        if !self.latched {
+        if !self.latched && self.previous != Some(path.remote) {
             self.to = Some(path);
             self.latched = true;
         }
@@ -235,17 +256,66 @@ mod tests {
     }
 
     #[test]
-    fn rtcp_latch_is_not_moved_by_a_stray_packet_or_new_signalling() {
+    fn rtcp_latch_is_not_moved_by_a_stray_packet_or_the_same_signalling() {
         let mut p = RtcpPeer::new();
         p.set_signalled(Some(addr("10.0.0.1:4001")));
         let first = path("192.0.2.7:5005", "203.0.113.5");
         p.on_receive(first);
         p.on_receive(path("198.51.100.1:9", "198.51.100.2"));
         assert_eq!(p.destination(), Some(first), "no hijack");
-        p.set_signalled(Some(addr("10.0.0.2:4003")));
-        assert_eq!(p.destination(), Some(first));
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        assert_eq!(p.destination(), Some(first), "a refresh signals it again");
         p.set_signalled(None);
         assert_eq!(p.destination(), Some(first));
+    }
+
+    #[test]
+    fn rtcp_follows_a_far_end_that_moved_and_ignores_where_it_was() {
+        let mut p = RtcpPeer::new();
+        p.set_signalled(Some(addr("10.0.0.1:4001")));
+        let first = path("192.0.2.7:5005", "203.0.113.5");
+        p.on_receive(first);
+        p.set_signalled(Some(addr("10.0.0.2:4003")));
+        assert_eq!(p.destination(), Some(Path::to(addr("10.0.0.2:4003"))));
+        p.on_receive(first);
+        assert_eq!(
+            p.destination(),
+            Some(Path::to(addr("10.0.0.2:4003"))),
+            "the old far end's last reports do not take it back"
+        );
+        let media_server = path("10.0.0.2:4003", "203.0.113.5");
+        p.on_receive(media_server);
+        assert_eq!(p.destination(), Some(media_server));
+        p.set_signalled(Some(addr("0.0.0.0:4003")));
+        p.set_signalled(Some(addr("10.0.0.2:4003")));
+        assert_eq!(
+            p.destination(),
+            Some(media_server),
+            "hold and retrieve keep it"
+        );
+    }
+
+    #[test]
+    fn a_far_end_that_moved_is_not_taken_back_by_its_last_packets() {
+        let mut p = RtpPeer::new();
+        p.set_signalled(Some(addr("10.0.0.1:4000")));
+        let now = Instant::now();
+        assert!(
+            p.on_receive(addr("192.0.2.7:5004"), None, now),
+            "NAT source"
+        );
+        p.set_signalled(Some(addr("10.0.0.2:4002")));
+        assert!(
+            !p.on_receive(addr("192.0.2.7:5004"), None, now),
+            "the old far end still sending"
+        );
+        assert_eq!(p.destination(), Some(addr("10.0.0.2:4002")));
+        assert!(p.on_receive(addr("10.0.0.2:4002"), None, now));
+        assert_eq!(p.destination(), Some(addr("10.0.0.2:4002")));
+        // Hold with c=0.0.0.0 and back to the same address: the far end is still welcome.
+        p.set_signalled(Some(addr("0.0.0.0:4002")));
+        p.set_signalled(Some(addr("10.0.0.2:4002")));
+        assert!(p.on_receive(addr("10.0.0.2:4002"), None, now));
     }
 
     #[test]

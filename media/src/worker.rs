@@ -20,7 +20,7 @@ use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
-use crate::transcode::{TranscodePlan, Transcoder};
+use crate::transcode::{LawMap, TranscodePlan, Transcoder, G711};
 use crate::udp::{Batch, Path, Socket, MTU};
 
 const WAKER: Token = Token(0);
@@ -72,6 +72,49 @@ pub struct RelayPlan {
     pub sip_dtmf: Option<u8>,
     /// Opus <-> G.711 transcoding, when the legs share no codec.
     pub transcode: Option<TranscodePlan>,
+    /// µ-law <-> A-law, when the legs carry the two G.711 laws.
+    pub recode: Option<Recode>,
+}
+
+/// The two G.711 laws of a recoded call and their payload types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recode {
+    /// The browser leg's payload type.
+    pub browser_pt: u8,
+    /// The SIP leg's payload type.
+    pub sip_pt: u8,
+    /// The browser leg's law.
+    pub browser: G711,
+    /// The SIP leg's law.
+    pub sip: G711,
+}
+
+/// The byte maps of a [`Recode`], one per direction.
+struct LawMaps {
+    plan: Recode,
+    to_sip: LawMap,
+    to_browser: LawMap,
+}
+
+impl LawMaps {
+    fn new(plan: Recode) -> Box<Self> {
+        Box::new(LawMaps {
+            plan,
+            to_sip: LawMap::new(plan.browser, plan.sip),
+            to_browser: LawMap::new(plan.sip, plan.browser),
+        })
+    }
+}
+
+/// Maps the payload of an audio packet of payload type `pt` with `map` (events, comfort
+/// noise and anything else pass untouched).
+#[inline]
+fn recode_payload(packet: &mut [u8], pt: u8, map: &LawMap) {
+    if header::pt(packet) == pt {
+        if let Ok(range) = crate::transcode::payload_range(packet) {
+            map.apply(&mut packet[range]);
+        }
+    }
 }
 
 /// A request from signaling.
@@ -168,6 +211,8 @@ struct Call {
     plan: Option<RelayPlan>,
     /// Opus and G.711 codec state of a transcoded call.
     transcoder: Option<Box<Transcoder>>,
+    /// The byte maps of a µ-law <-> A-law call.
+    law_maps: Option<Box<LawMaps>>,
     dtmf: crate::dtmf::Detector,
     dtmf_out: crate::dtmf::Sender,
     browser_rx: ReceiveStats,
@@ -345,6 +390,11 @@ impl Worker {
                         } else if transcoder.is_some() {
                             call.transcoder = transcoder;
                         }
+                        call.law_maps = match (plan.recode, call.law_maps.take()) {
+                            (Some(r), Some(maps)) if maps.plan == r => Some(maps),
+                            (Some(r), _) => Some(LawMaps::new(r)),
+                            (None, _) => None,
+                        };
                         call.plan = Some(plan);
                         call.sip_since = Some(now);
                         // A new offer/answer may restart either sender's numbering.
@@ -433,6 +483,7 @@ impl Worker {
             to_browser: StreamRewriter::new(new.ssrc_to_browser, 8000),
             plan: None,
             transcoder: None,
+            law_maps: None,
             dtmf: crate::dtmf::Detector::default(),
             dtmf_out: crate::dtmf::Sender::default(),
             browser_rx: ReceiveStats::default(),
@@ -685,6 +736,9 @@ impl Call {
                 Err(_) => return,
             }
         } else {
+            if let Some(maps) = &self.law_maps {
+                recode_payload(packet, maps.plan.sip_pt, &maps.to_browser);
+            }
             packet
         };
         if self
@@ -743,6 +797,9 @@ impl Call {
                 }
             });
             return;
+        }
+        if let Some(maps) = &self.law_maps {
+            recode_payload(plain, maps.plan.browser_pt, &maps.to_sip);
         }
         if self.to_sip.rewrite(plain, &plan.to_sip, now).is_err() {
             return;

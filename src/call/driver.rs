@@ -982,8 +982,10 @@ impl Call {
                 .await;
             return None;
         }
-        // 200 at once: SIP Server retransmits an unanswered NOTIFY and then gives up.
+        // 200 at once: SIP Server retransmits an unanswered NOTIFY and then gives up. What
+        // the NOTIFY asks (an answer, a re-INVITE) follows once the 200 has left.
         let _ = handle.reply(StatusCode::OK).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), handle.closed()).await;
         if event != NotifyEvent::Refer {
             self.agent
                 .headers_changed(remote_control::interaction_headers(&req.headers.0));

@@ -12,20 +12,11 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
-use common::scenes::send_answer;
+use common::scenes::{g711_peer, send_answer};
 use common::sipp::Sipp;
 use serde_json::{json, Value};
 
 const UUID: &str = "TTL7J9EM750GP936CFL0EOACN8000002";
-
-/// A browser preferring Opus, as Chrome does: with a G.711 far end the gateway transcodes,
-/// so a move to PCMA only changes the law toward SIP.
-fn opus_first_peer() -> PeerOptions {
-    PeerOptions {
-        codecs: vec!["opus", "PCMU", "telephone-event"],
-        ..PeerOptions::default()
-    }
-}
 
 /// SIPp playing SIP Server's `scenario` toward DN 5001 through Kamailio, with `vars`.
 fn sip_server(kam: &Kamailio, scenario: &str, vars: &[(&str, String)]) -> Sipp {
@@ -114,7 +105,9 @@ async fn event_by(c: &mut Client, kind: &str, by: &str) -> Value {
 
 /// WWE's Answer: SIP Server's NOTIFY talk in the early dialog is answered with 200 and the
 /// INVITE with 200 OK within a second; the browser hears `answerRequested {by: remote}`,
-/// answers, and gets `answered {by: remote}`; audio flows both ways. The CallUUID is in the
+/// answers, and gets `answered {by: remote}`. SIP Server's offerless re-INVITE right after the
+/// ACK, before the browser has joined, gets our full offer and its ACK moves the far end to
+/// PCMA; audio flows both ways. The CallUUID is in the
 /// browser's `incomingCall`, in REST and on SSE.
 #[tokio::test(flavor = "multi_thread")]
 async fn notify_talk_answers_a_ringing_call_for_the_agent() {
@@ -125,7 +118,8 @@ async fn notify_talk_answers_a_ringing_call_for_the_agent() {
         .expect("SSE");
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
-    let far = FarEnd::start();
+    // SIP Server's offerless re-INVITE right after the ACK moves the far end to PCMA.
+    let far = FarEnd::start_with(8);
     let mut sipp = sip_server(
         &kam,
         "genesys_remote_answer.xml",
@@ -154,7 +148,7 @@ async fn notify_talk_answers_a_ringing_call_for_the_agent() {
     assert!(view["answeredAt"].is_string(), "{view}");
     assert_eq!(view["genesysCallUuid"], UUID, "{view}");
     assert_eq!(view["headers"]["X-Genesys-CallUUID"], UUID, "{view}");
-    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
     let answered = event_by(&mut c, "answered", "remote").await;
     assert_eq!(answered["payload"]["callId"], call_id.as_str());
     assert!(asked.elapsed() < Duration::from_secs(10));
@@ -221,7 +215,7 @@ async fn a_3pcc_call_with_a_late_placeholder_ack_then_a_reinvite() {
     );
     event_by(&mut c, "answerRequested", "remote").await;
     let answered_at = Instant::now();
-    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
     event_by(&mut c, "answered", "remote").await;
     // The late ACK and the re-INVITE come within ~6 s: the placeholder parks the media but
     // is no hold by the far end, and nothing ends the call meanwhile.
@@ -283,7 +277,7 @@ async fn media_moves_hold_and_retrieve_as_sip_server_does_them() {
     let call_id = offer["payload"]["callId"].as_str().expect("callId");
     event_by(&mut c, "answerRequested", "remote").await;
     let answered_at = Instant::now();
-    let peer = join(&gw, &mut c, &offer, opus_first_peer()).await;
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
     event_by(&mut c, "answered", "remote").await;
     audio_both_ways(&gw, &peer, &first, "before the move").await;
 
@@ -294,10 +288,8 @@ async fn media_moves_hold_and_retrieve_as_sip_server_does_them() {
     .await;
     audio_both_ways(&gw, &peer, &media_server, "moved to PCMA").await;
     let (_, view) = gw.get(&format!("/api/calls/{call_id}")).await;
-    assert!(
-        view["codec"].as_str().is_some_and(|c| c.contains("PCMA")),
-        "the SIP leg now carries PCMA: {view}"
-    );
+    // The browser sends PCMU, as it answered our PCMU-first offer: each byte is recoded.
+    assert_eq!(view["codec"], "PCMU/8000 <-> PCMA/8000", "{view}");
 
     // Step 3: desktop hold with c=0.0.0.0; step 4: offerless retrieve.
     event_by(&mut c, "held", "remote").await;

@@ -98,18 +98,29 @@ pub enum CodecChoice {
         /// PCMU or PCMA, with the SIP leg's payload type.
         sip: Codec,
     },
+    /// One G.711 law on the browser leg, the other on the SIP leg (a far end moved to PCMA
+    /// while the browser sends PCMU): packets pass through with each payload byte mapped to
+    /// the other law.
+    Recode {
+        /// PCMU or PCMA, with the browser leg's payload type.
+        browser: Codec,
+        /// The other law, with the SIP leg's payload type.
+        sip: Codec,
+    },
 }
 
 impl CodecChoice {
     /// How REST shows it: the codec's name for passthrough (`PCMU`), both sides for
-    /// transcoding (`opus/48000 <-> PCMU/8000`).
+    /// transcoding (`opus/48000 <-> PCMU/8000`, `PCMU/8000 <-> PCMA/8000`).
     pub fn label(&self) -> String {
         match self {
             CodecChoice::Passthrough { browser, .. } => browser.name.clone(),
-            CodecChoice::Transcode { browser, sip } => format!(
-                "{}/{} <-> {}/{}",
-                browser.name, browser.clock_rate, sip.name, sip.clock_rate
-            ),
+            CodecChoice::Transcode { browser, sip } | CodecChoice::Recode { browser, sip } => {
+                format!(
+                    "{}/{} <-> {}/{}",
+                    browser.name, browser.clock_rate, sip.name, sip.clock_rate
+                )
+            }
         }
     }
 }
@@ -259,11 +270,18 @@ pub fn choose_legs(
             });
         }
     }
-    let browser = browser
+    if let Some(browser) = browser
         .iter()
-        .find(|c| c.is_primary() && c.same_format(&their))?;
-    Some(CodecChoice::Passthrough {
-        browser: browser.clone(),
+        .find(|c| c.is_primary() && c.same_format(&their))
+    {
+        return Some(CodecChoice::Passthrough {
+            browser: browser.clone(),
+            sip: their,
+        });
+    }
+    let sends = sends.filter(|c| is_g711(c))?;
+    is_g711(&their).then(|| CodecChoice::Recode {
+        browser: sends.clone(),
         sip: their,
     })
 }
@@ -289,6 +307,40 @@ mod tests {
             .map(|c| c.pt)
             .collect();
         assert_eq!(pts, [8, 0, 111], "browser order kept within G.711");
+    }
+
+    #[test]
+    fn a_pcmu_browser_and_a_pcma_far_end_are_recoded() {
+        let browser = [
+            Codec::pcmu(),
+            Codec::opus(111),
+            Codec::telephone_event(101, 8000),
+        ];
+        let ours = sip_offer_codecs(&browser);
+        let theirs = [Codec::pcma(), Codec::telephone_event(101, 8000)];
+        let choice = choose_legs(&browser, &ours, &theirs);
+        assert_eq!(
+            choice,
+            Some(CodecChoice::Recode {
+                browser: Codec::pcmu(),
+                sip: Codec::pcma()
+            })
+        );
+        assert_eq!(
+            choice.map(|c| c.label()).as_deref(),
+            Some("PCMU/8000 <-> PCMA/8000")
+        );
+        // A browser that sends Opus is transcoded instead; one that has PCMA passes through.
+        let opus_first = [Codec::opus(111), Codec::pcmu()];
+        assert!(matches!(
+            choose_legs(&opus_first, &sip_offer_codecs(&opus_first), &theirs),
+            Some(CodecChoice::Transcode { .. })
+        ));
+        let has_pcma = [Codec::pcmu(), Codec::pcma()];
+        assert!(matches!(
+            choose_legs(&has_pcma, &has_pcma, &theirs),
+            Some(CodecChoice::Passthrough { .. })
+        ));
     }
 
     #[test]

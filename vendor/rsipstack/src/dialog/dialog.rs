@@ -72,6 +72,12 @@ impl TransactionHandle {
             })
             .await
     }
+    /// Fork (browser-sip-gateway): resolves once the transaction is done with the handle,
+    /// i.e. its final response has been sent (or the handle was given up), so that a UA
+    /// can finish answering a request before it starts a transaction of its own.
+    pub async fn closed(&self) {
+        self.sender.closed().await
+    }
 }
 
 /// SIP Dialog State
