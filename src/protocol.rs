@@ -321,13 +321,46 @@ fn decode<T: serde::de::DeserializeOwned>(id: &str, payload: Value) -> Result<T,
     serde_path_to_error::deserialize(payload).map_err(|e| payload_error(id, &e))
 }
 
-fn validate_dtmf(p: &DtmfPayload) -> Result<(), String> {
-    let ok = !p.digits.is_empty()
-        && p.digits.len() <= 32
-        && p.digits
+/// Whether `digits` are 1 to 32 of `0-9 * # A-D` (what `dtmf` may send).
+pub fn dtmf_digits_ok(digits: &str) -> bool {
+    !digits.is_empty()
+        && digits.len() <= 32
+        && digits
             .chars()
-            .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c));
-    if !ok {
+            .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
+}
+
+/// Whether `to` can be dialled: a DN or a SIP URI of sane length, nothing that breaks a
+/// header.
+pub fn dial_target_ok(to: &str) -> bool {
+    let to = to.trim();
+    !to.is_empty()
+        && to.len() <= 256
+        && !to
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c))
+}
+
+/// Checks extra INVITE headers: `X-` names, short single-line string values. `field` names
+/// the object in the error (`payload.headers`, `headers`).
+pub fn check_x_headers(field: &str, h: &serde_json::Map<String, Value>) -> Result<(), String> {
+    for (k, v) in h {
+        let name_ok = k.len() > 2
+            && k[..2].eq_ignore_ascii_case("x-")
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !name_ok {
+            return Err(format!("{field}: {k:?} is not an X- header name"));
+        }
+        match v.as_str() {
+            Some(v) if v.len() <= 1024 && !v.chars().any(char::is_control) => {}
+            _ => return Err(format!("{field}.{k}: must be a short string")),
+        }
+    }
+    Ok(())
+}
+
+fn validate_dtmf(p: &DtmfPayload) -> Result<(), String> {
+    if !dtmf_digits_ok(&p.digits) {
         return Err("payload.digits: must be 1 to 32 of 0-9 * # A-D".into());
     }
     if let Some(d) = p.duration {
@@ -342,33 +375,16 @@ fn validate_dtmf(p: &DtmfPayload) -> Result<(), String> {
 }
 
 fn validate_call(p: &CallPayload) -> Result<(), String> {
-    let to = p.to.trim();
-    let ok = !to.is_empty()
-        && to.len() <= 256
-        && !to
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c));
-    if !ok {
+    if !dial_target_ok(&p.to) {
         return Err("payload.to: must be a DN or a SIP URI".into());
     }
     if p.sdp.trim().is_empty() {
         return Err("payload.sdp: must be an SDP offer".into());
     }
-    if let Some(h) = &p.headers {
-        for (k, v) in h {
-            let name_ok = k.len() > 2
-                && k[..2].eq_ignore_ascii_case("x-")
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            if !name_ok {
-                return Err(format!("payload.headers: {k:?} is not an X- header name"));
-            }
-            match v.as_str() {
-                Some(v) if v.len() <= 1024 && !v.chars().any(char::is_control) => {}
-                _ => return Err(format!("payload.headers.{k}: must be a short string")),
-            }
-        }
+    match &p.headers {
+        Some(h) => check_x_headers("payload.headers", h),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn payload_error(id: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> Rejection {

@@ -2,6 +2,7 @@
 //! events (`events.rs`), Prometheus metrics, and the OpenAPI document generated from the
 //! handlers below (`openapi.rs`), so the spec cannot drift from the code.
 
+mod cti;
 mod events;
 pub mod openapi;
 
@@ -31,6 +32,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/calls/active", get(calls_active))
         .route("/api/calls/{call_id}", get(call_one))
         .route("/api/calls/{call_id}/hangup", post(call_hangup))
+        .route("/api/calls/{call_id}/answer", post(cti::answer))
+        .route("/api/calls/{call_id}/hold", post(cti::hold))
+        .route("/api/calls/{call_id}/unhold", post(cti::unhold))
+        .route("/api/calls/{call_id}/dtmf", post(cti::dtmf))
+        .route("/api/calls/{call_id}/transfer", post(cti::transfer))
+        .route("/api/dn/{dn}/calls", post(cti::dial))
         .route(
             "/api/sessions/{session_id}/disconnect",
             post(session_disconnect),

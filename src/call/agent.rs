@@ -11,7 +11,7 @@ use super::remote_control;
 use super::state::Event as CallEvent;
 use super::transfer::TransferState;
 use super::Env;
-use crate::directory::calls::{CallCommand, CallHandle, ToSession};
+use crate::directory::calls::{CallCommand, CallHandle, Requester, ToSession};
 use crate::protocol::{self, Event};
 
 /// The agent's side of a call: where its browser session hears events and replies, and the
@@ -103,6 +103,17 @@ impl Agent {
         });
     }
 
+    /// The outcome of a request to whoever asked: the browser's `result`/`error`, or the
+    /// waiting REST handler.
+    pub(super) fn answer_to(&self, from: Requester, r: Result<(), String>) {
+        match from {
+            Requester::Browser(request_id) => self.reply(&request_id, r),
+            Requester::Api(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
     /// A `dtmf` event.
     pub(super) fn dtmf(&self, digit: char, duration: u32, method: &'static str) {
         info!(%digit, method, "far-end DTMF");
@@ -135,24 +146,33 @@ impl Agent {
     /// Every request gets one reply: those still queued when the call ended get an error.
     pub(super) fn refuse_pending(&self, cmds: &mut mpsc::UnboundedReceiver<CallCommand>) {
         cmds.close();
+        let over = || Err("the call is over".to_string());
         while let Ok(cmd) = cmds.try_recv() {
-            if let CallCommand::Answer { request_id, .. }
-            | CallCommand::Hold { request_id, .. }
-            | CallCommand::Dtmf { request_id, .. }
-            | CallCommand::Transfer { request_id, .. } = cmd
-            {
-                self.reply(&request_id, Err("the call is over".into()));
+            match cmd {
+                CallCommand::Answer { request_id, .. } => self.reply(&request_id, over()),
+                CallCommand::Hold { from, .. }
+                | CallCommand::Dtmf { from, .. }
+                | CallCommand::Transfer { from, .. } => self.answer_to(from, over()),
+                CallCommand::AnswerFor(tx) => {
+                    let _ = tx.send(over());
+                }
+                CallCommand::ReplacesTarget(tx) => {
+                    let _ = tx.send(None);
+                }
+                CallCommand::Hangup | CallCommand::ServerHangup | CallCommand::Reject(_) => {}
             }
         }
     }
 
-    /// The outcome of the agent's hold or resume: the `result`, then `held`/`resumed`.
-    pub(super) fn held(&self, request_id: &str, r: Result<(), String>, on: bool) {
+    /// The outcome of a hold or resume the agent or REST asked for: the reply, then
+    /// `held`/`resumed` by `local` or `api`.
+    pub(super) fn held(&self, from: Requester, r: Result<(), String>, on: bool) {
         let ok = r.is_ok();
-        self.reply(request_id, r);
+        let by = from.by();
+        self.answer_to(from, r);
         if ok {
-            info!(held = on, "local hold change");
-            self.hold_changed(on, "local");
+            info!(held = on, by, "hold change");
+            self.hold_changed(on, by);
         }
     }
 

@@ -33,7 +33,7 @@ use super::state::{Action, AnsweredBy, CallState, Direction, Event, Input, Phase
 use super::transfer::{self, TargetOutcome, Transfer, TransferState};
 use super::Env;
 pub use crate::directory::calls::CallCommand;
-use crate::directory::calls::{self, CallHandle, CallRow, ToSession};
+use crate::directory::calls::{self, CallHandle, CallRow, Requester, ToSession};
 use crate::protocol;
 use crate::sip::headers;
 use crate::sip::ua::ALLOW;
@@ -148,12 +148,19 @@ async fn run_outgoing(
     cmds: mpsc::UnboundedReceiver<CallCommand>,
 ) {
     let agent = Agent {
-        env: env.clone(),
+        env,
         id: call.id.clone(),
         dn: call.dn.clone(),
         inbox,
         headers: Default::default(),
     };
+    dial(agent, call, cmds).await;
+}
+
+/// Sends an outgoing call's INVITE and runs the call: the browser leg is the agent's
+/// (already negotiated), the SIP leg starts here.
+pub(super) async fn dial(agent: Agent, call: Outgoing, cmds: mpsc::UnboundedReceiver<CallCommand>) {
+    let env = agent.env.clone();
     let mut media = call.media;
     let credential = Credential {
         username: call.dn.clone(),
@@ -576,23 +583,37 @@ impl Call {
                     }
                 }
             }
-            Some(CallCommand::Hold { on, request_id }) => {
+            Some(CallCommand::AnswerFor(tx)) => {
+                let ringing =
+                    inbound && matches!(self.state.phase(), Phase::Setup | Phase::Ringing);
+                let _ = tx.send(if ringing {
+                    Ok(())
+                } else {
+                    Err("the call is not ringing here".into())
+                });
+                ringing.then_some(Input::AnswerFor(AnsweredBy::Api))
+            }
+            Some(CallCommand::ReplacesTarget(tx)) => {
+                let _ = tx.send(self.replaces_target());
+                None
+            }
+            Some(CallCommand::Hold { on, from }) => {
                 let r = self.hold(on).await;
-                self.agent.held(&request_id, r, on);
+                self.agent.held(from, r, on);
                 None
             }
             Some(CallCommand::Dtmf {
                 digits,
                 duration,
                 info,
-                request_id,
+                from,
             }) => {
                 let r = self.send_dtmf(&digits, duration, info).await;
-                self.agent.reply(&request_id, r);
+                self.agent.answer_to(from, r);
                 None
             }
-            Some(CallCommand::Transfer { target, request_id }) => {
-                self.start_transfer(target, &request_id);
+            Some(CallCommand::Transfer { target, from }) => {
+                self.start_transfer(target, from);
                 None
             }
         }
@@ -674,20 +695,36 @@ impl Call {
         Ok(())
     }
 
+    /// This call as an attended transfer's target: its far end with our dialog as
+    /// `Replaces`; `None` unless answered.
+    fn replaces_target(&self) -> Option<String> {
+        if self.state.phase() != Phase::Answered {
+            return None;
+        }
+        let id = self.leg.dialog.id();
+        let remote = self.leg.dialog.snapshot().remote_uri.to_string();
+        Some(transfer::replaces_target(
+            &remote,
+            &id.call_id,
+            &id.local_tag,
+            &id.remote_tag,
+        ))
+    }
+
     /// The agent's blind transfer: `result`, `transferState trying`, then a REFER whose
     /// outcome and NOTIFYs drive the rest.
-    fn start_transfer(&mut self, target: String, request_id: &str) {
+    fn start_transfer(&mut self, target: String, from: Requester) {
         if self.state.phase() != Phase::Answered {
             self.agent
-                .reply(request_id, Err("the call is not answered".into()));
+                .answer_to(from, Err("the call is not answered".into()));
             return;
         }
         if self.transfer.is_some() || self.replacement.is_some() {
             self.agent
-                .reply(request_id, Err("a transfer is already in progress".into()));
+                .answer_to(from, Err("a transfer is already in progress".into()));
             return;
         }
-        self.agent.reply(request_id, Ok(()));
+        self.agent.answer_to(from, Ok(()));
         self.agent.transfer_state(TransferState::Trying, None, None);
         info!(to = %target, "REFER");
         self.transfer = Some(Transfer::start(Instant::now()));

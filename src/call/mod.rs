@@ -5,6 +5,7 @@
 //! shared tables and the configuration; nothing of the WebSocket or REST servers above it.
 
 mod agent;
+pub mod click_to_dial;
 pub mod driver;
 pub mod remote_control;
 mod replacement;

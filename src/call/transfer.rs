@@ -265,9 +265,32 @@ pub fn target_outcome(failed: Option<u16>, transferor_gone: bool) -> TargetOutco
     }
 }
 
+/// The Refer-To target of an attended transfer (RFC 3891 §5, RFC 5589 §7): the URI of
+/// the far end of the call to replace, carrying a `Replaces` header that names that call's
+/// dialog as its far end knows it (to-tag: its tag, from-tag: ours).
+pub fn replaces_target(remote: &str, call_id: &str, local_tag: &str, remote_tag: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let replaces = format!("{call_id};to-tag={remote_tag};from-tag={local_tag}");
+    // A URI already carrying headers gets ours after `&` (RFC 3261 §19.1.1).
+    let sep = if remote.contains('?') { '&' } else { '?' };
+    format!(
+        "{remote}{sep}Replaces={}",
+        utf8_percent_encode(&replaces, NON_ALPHANUMERIC)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaces_target_escapes_the_dialog_into_the_uri() {
+        assert_eq!(
+            replaces_target("sip:1004@10.0.0.9:5060", "a84b@pc33", "ours1", "theirs2"),
+            "sip:1004@10.0.0.9:5060?Replaces=a84b%40pc33%3Bto%2Dtag%3Dtheirs2%3Bfrom%2Dtag%3Dours1"
+        );
+        assert!(replaces_target("sip:x@y?h=1", "c", "l", "r").starts_with("sip:x@y?h=1&Replaces="));
+    }
 
     #[test]
     fn sipfrag_bodies() {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 use media::stats::{MediaCounters, MediaSnapshot};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::rfc3339;
 
@@ -58,6 +58,25 @@ impl Phase {
     }
 }
 
+/// Who asked a call for something, and where the outcome goes.
+#[derive(Debug)]
+pub enum Requester {
+    /// The agent's browser: a `result` or `error` frame for this request id.
+    Browser(String),
+    /// REST call control: the outcome, to the waiting handler (`Err` says why not).
+    Api(oneshot::Sender<Result<(), String>>),
+}
+
+impl Requester {
+    /// Who did it, as `held.by` and `resumed.by` say: `local` or `api`.
+    pub fn by(&self) -> &'static str {
+        match self {
+            Requester::Browser(_) => "local",
+            Requester::Api(_) => "api",
+        }
+    }
+}
+
 /// A request from the browser session (or REST) to a call.
 #[derive(Debug)]
 pub enum CallCommand {
@@ -72,6 +91,9 @@ pub enum CallCommand {
         /// The request to answer (`result`, or `error` when the SDP cannot be used).
         request_id: String,
     },
+    /// REST's answer on the agent's behalf: the SIP leg is answered and the browser asked
+    /// to join (`answerRequested {by: api}`).
+    AnswerFor(oneshot::Sender<Result<(), String>>),
     /// `reject` with a status.
     Reject(u16),
     /// `dtmf` toward the far end.
@@ -82,24 +104,26 @@ pub enum CallCommand {
         duration: u32,
         /// SIP INFO rather than RFC 4733.
         info: bool,
-        /// The request to answer.
-        request_id: String,
+        /// Who asked.
+        from: Requester,
     },
     /// `hold` (true) or `unhold` (false): a re-INVITE with `a=sendonly` / `a=sendrecv`.
     Hold {
         /// Hold or take back.
         on: bool,
-        /// The request to answer (`error` when the far end refused or the call is not
-        /// answered).
-        request_id: String,
+        /// Who asked (told of a refusal by the far end, or a call not answered).
+        from: Requester,
     },
     /// `transfer`: a blind transfer of the far end to `target` (REFER).
     Transfer {
-        /// Request-URI of the transfer target.
+        /// Request-URI of the transfer target (with `?Replaces=` for an attended transfer).
         target: String,
-        /// The request to answer.
-        request_id: String,
+        /// Who asked.
+        from: Requester,
     },
+    /// What an attended transfer needs of this call to replace it (RFC 3891): its far
+    /// end's URI with the dialog's `Replaces` parameters; `None` unless answered.
+    ReplacesTarget(oneshot::Sender<Option<String>>),
 }
 
 /// How a session or REST reaches a call.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use crate::app::App;
 use crate::auth::Secret;
-use crate::directory::calls::{CallCommand, CallHandle, ToSession};
+use crate::directory::calls::{CallCommand, CallHandle, Requester, ToSession};
 use crate::directory::rfc3339;
 use crate::directory::sessions::{Attach, Resumable, ResumeRefused};
 use crate::directory::AgentLink;
@@ -519,16 +519,22 @@ impl Session {
                     digits,
                     duration,
                     info,
-                    request_id,
+                    from: Requester::Browser(request_id),
                 })
             }
-            Request::Hold(p, on) => self.call_request(id, &p.call_id, |request_id| {
-                CallCommand::Hold { on, request_id }
-            }),
+            Request::Hold(p, on) => {
+                self.call_request(id, &p.call_id, |request_id| CallCommand::Hold {
+                    on,
+                    from: Requester::Browser(request_id),
+                })
+            }
             Request::Transfer(p) => match self.app.ua.target_uri(&p.to) {
-                Some(target) => self.call_request(id, &p.call_id, |request_id| {
-                    CallCommand::Transfer { target, request_id }
-                }),
+                Some(target) => {
+                    self.call_request(id, &p.call_id, |request_id| CallCommand::Transfer {
+                        target,
+                        from: Requester::Browser(request_id),
+                    })
+                }
                 None => vec![protocol::error(
                     Some(&id),
                     ErrorCode::BadRequest,

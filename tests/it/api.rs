@@ -151,6 +151,43 @@ async fn every_route_matches_the_openapi_document_and_needs_the_token() {
             "/api/sessions/{sessionId}/disconnect",
             404,
         ),
+        (
+            "POST",
+            "/api/calls/nope/answer".into(),
+            "/api/calls/{callId}/answer",
+            404,
+        ),
+        (
+            "POST",
+            "/api/calls/nope/hold".into(),
+            "/api/calls/{callId}/hold",
+            404,
+        ),
+        (
+            "POST",
+            "/api/calls/nope/unhold".into(),
+            "/api/calls/{callId}/unhold",
+            404,
+        ),
+        // No body: 400 before the call is looked up.
+        (
+            "POST",
+            "/api/calls/nope/dtmf".into(),
+            "/api/calls/{callId}/dtmf",
+            400,
+        ),
+        (
+            "POST",
+            "/api/calls/nope/transfer".into(),
+            "/api/calls/{callId}/transfer",
+            400,
+        ),
+        (
+            "POST",
+            "/api/dn/5001/calls".into(),
+            "/api/dn/{dn}/calls",
+            400,
+        ),
         ("GET", "/api/openapi.json".into(), "/api/openapi.json", 200),
     ];
     let mut bodies = vec![doc_answer.text.clone()];

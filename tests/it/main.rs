@@ -8,6 +8,7 @@ mod api;
 mod browser;
 mod calls;
 mod cli;
+mod cti;
 mod docker;
 mod genesys;
 mod layers;
