@@ -306,3 +306,82 @@ async fn media_moves_hold_and_retrieve_as_sip_server_does_them() {
     agent_hangs_up(&mut c, &mut sipp, call_id).await;
     peer.close().await;
 }
+
+/// What the phone refuses, each with its own answer and nothing else disturbed: NOTIFY for an
+/// unknown event (489, the call still rings and NOTIFY talk then answers it), an ACK whose
+/// answer has nothing we offered (BYE with `Reason: SIP;cause=488`, `hangup` with cause
+/// `not_acceptable`), and NOTIFY talk for the call that is over (481). SIPp checks each
+/// response and the Reason header.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_from_sip_server_get_their_answers() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let far = FarEnd::start();
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_bad_input.xml",
+        &[("rtpport", far.port.to_string()), ("uuid", UUID.into())],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    event_by(&mut c, "answerRequested", "remote").await;
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "server", "{h}");
+    assert_eq!(h["payload"]["cause"], "not_acceptable", "{h}");
+    assert_eq!(h["payload"]["sipStatus"], 488, "{h}");
+    assert!(
+        sipp.wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "489, BYE with Reason, 481:\n{}",
+        sipp.traces()
+    );
+    let (_, active) = gw.get("/api/calls/active").await;
+    assert_eq!(active["calls"], json!([]), "{active}");
+    peer.close().await;
+}
+
+/// Long silences (GENESYS.md §5): for 40 s the far end sends only a comfort-noise packet
+/// (PT 13, never negotiated) and an RTCP report every 5 s, longer than the 30 s RTP
+/// time-out. The call stays up, no CN reaches the browser, and audio flows again after.
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_seconds_of_comfort_noise_do_not_end_the_call() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &["--rtp-timeout", "30"]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    // The flow moves the far end to PCMA at once (SIP Server's offerless re-INVITE).
+    let far = FarEnd::start_with(8);
+    let mut sipp = sip_server(
+        &kam,
+        "genesys_remote_answer.xml",
+        &[("rtpport", far.port.to_string()), ("uuid", UUID.into())],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    event_by(&mut c, "answerRequested", "remote").await;
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
+    event_by(&mut c, "answered", "remote").await;
+
+    // The agent talks all along, as a browser's microphone sends all along.
+    assert!(peer.send_tone(1000.0, Duration::from_secs(48)));
+    far.set_silent(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from = peer.received().len();
+    let quiet_until = Instant::now() + Duration::from_secs(40);
+    while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
+        if let Some(frame) = c.recv(left).await {
+            assert_ne!(frame["type"], "hangup", "{frame}\n{}", gw.log());
+        }
+    }
+    let during = &peer.received()[from..];
+    assert!(
+        during.iter().all(|p| p.pt != 13),
+        "comfort noise reached the browser"
+    );
+    far.set_silent(false);
+    audio_both_ways(&gw, &peer, &far, "after 40 s of silence").await;
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    agent_hangs_up(&mut c, &mut sipp, call_id).await;
+    peer.close().await;
+}
