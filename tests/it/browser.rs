@@ -95,6 +95,45 @@ async fn page_registers_calls_a_tone_phone_and_hangs_up() {
     );
 }
 
+/// Click-to-dial from a desktop: the page answers the call placed for it by itself, says so,
+/// and shows the interaction's CallUUID; the far end's tone is heard.
+#[tokio::test(flavor = "multi_thread")]
+async fn page_auto_answers_a_click_to_dial_and_shows_the_call_uuid() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let port = pick_port();
+    assert!(sipp::register(kam.port(), port, "1003", "pass1003"));
+    let tone = tone_ulaw();
+    let mut phone =
+        Sipp::start_with_files("uas_tone.xml", Some(port), &[], &[("tone.ulaw", &tone)]);
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut b = Browser::start(440.0);
+    register_in_page(&mut b, &gw);
+
+    let uuid = "UIVB8J6JE91C53UIM3VI59VHQ4000015";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/dn/5001/calls", gw.api_url()))
+        .json(&json!({"to": "1003", "headers": {"X-Genesys-CallUUID": uuid}}))
+        .send()
+        .await
+        .expect("REST");
+    assert_eq!(resp.status().as_u16(), 201);
+    b.wait_text("#calls li .call-state", "answered", T);
+    b.wait_text("#calls li .call-dir", "Answered for you (auto-answer)", T);
+    b.wait_text("#calls li .call-uuid code", uuid, T);
+    std::thread::sleep(Duration::from_secs(2));
+    let f = remote_frequency(&mut b);
+    assert!((980.0..=1020.0).contains(&f), "the page hears {f} Hz");
+    b.click("#calls li .hangup-btn");
+    b.wait_gone("#calls li", T);
+    assert!(
+        phone
+            .wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        phone.traces()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn far_end_hears_the_page_and_the_call_survives_a_dropped_socket() {
     let kam = Kamailio::start(KamailioOptions::default());
