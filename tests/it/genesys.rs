@@ -12,7 +12,7 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
-use common::scenes::{g711_peer, send_answer};
+use common::scenes::{agent_calls, g711_peer, phone_1003, send_answer};
 use common::sipp::Sipp;
 use serde_json::{json, Value};
 
@@ -318,6 +318,9 @@ async fn bad_requests_from_sip_server_get_their_answers() {
     let gw = Gateway::start(&kam.uri(), &[]);
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
+    // Another agent's call, which none of this may disturb.
+    let mut echo = phone_1003(&kam, "uas_answer.xml", &["-rtp_echo"]);
+    let (mut other, other_peer, other_call) = agent_calls(&gw, "5002", "1003").await;
     let far = FarEnd::start();
     let mut sipp = sip_server(
         &kam,
@@ -338,7 +341,69 @@ async fn bad_requests_from_sip_server_get_their_answers() {
         sipp.traces()
     );
     let (_, active) = gw.get("/api/calls/active").await;
-    assert_eq!(active["calls"], json!([]), "{active}");
+    let calls = active["calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(calls.len(), 1, "{active}");
+    assert_eq!(calls[0]["callId"], other_call.as_str(), "{active}");
+    assert_eq!(calls[0]["state"], "answered", "{active}");
+    let before = other_peer.received_pcm().len();
+    assert!(other_peer.send_tone(1000.0, Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        other_peer.received_pcm().len() > before + 4000,
+        "the other call's echo stopped"
+    );
+    other.request("hangup", json!({"callId": other_call})).await;
+    other.event("hangup", WAIT).await;
+    assert!(echo
+        .wait(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+    peer.close().await;
+    other_peer.close().await;
+}
+
+/// An incoming call rings as long as its caller lets it: the browser's media clock starts
+/// at its answer, not at the INVITE (the media connect time-out is 30 s), so a call answered
+/// after 35 s connects and has audio.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_answered_after_35_s_of_ringing_connects() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let far = FarEnd::start();
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let mut caller = Sipp::start(
+        "uac_pcmu_rtpport.xml",
+        None,
+        &[
+            "-set",
+            "rtpport",
+            &far.port.to_string(),
+            "-s",
+            "5001",
+            &kam_addr,
+        ],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    let ring_until = Instant::now() + Duration::from_secs(35);
+    while let Some(left) = ring_until.checked_duration_since(Instant::now()) {
+        if let Some(frame) = c.recv(left).await {
+            assert_ne!(frame["type"], "hangup", "{frame}\n{}", gw.log());
+        }
+    }
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
+    event_by(&mut c, "answered", "local").await;
+    audio_both_ways(&gw, &peer, &far, "after 35 s of ringing").await;
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    assert!(
+        caller
+            .wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        caller.traces()
+    );
     peer.close().await;
 }
 
