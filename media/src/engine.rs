@@ -483,18 +483,8 @@ impl MediaSession {
         offer_sdp: &str,
         offer: &sdp::PlainDescription,
     ) -> Result<String, MediaError> {
-        Ok(sdp::build_plain_answer(
-            offer_sdp,
-            &sdp::PlainParams {
-                ip: self.engine.cfg.sip_ip,
-                port: self.port,
-                codecs: &self.sip_codecs,
-                direction: self.direction,
-                session_id: self.session_id,
-                session_version: self.sdp_version,
-                ptime: offer.ptime.unwrap_or(20),
-            },
-        )?)
+        let params = self.plain_params(offer.ptime.unwrap_or(20));
+        Ok(sdp::build_plain_answer(offer_sdp, &params)?)
     }
 
     /// A full offer toward SIP for a request that came without one (an offerless re-INVITE,
@@ -676,15 +666,20 @@ impl MediaSession {
     /// Our plain RTP/AVP description toward SIP as it stands: our codecs, direction and
     /// SDP version.
     fn sip_description(&self) -> Result<String, MediaError> {
-        Ok(sdp::build_plain(&sdp::PlainParams {
+        Ok(sdp::build_plain(&self.plain_params(20))?)
+    }
+
+    /// What our SIP descriptions say: our address, port, codecs, direction and version.
+    fn plain_params(&self, ptime: u32) -> sdp::PlainParams<'_> {
+        sdp::PlainParams {
             ip: self.engine.cfg.sip_ip,
             port: self.port,
             codecs: &self.sip_codecs,
             direction: self.direction,
             session_id: self.session_id,
             session_version: self.sdp_version,
-            ptime: 20,
-        })?)
+            ptime,
+        }
     }
 
     /// Stops the media and waits (briefly) for the worker to close its sockets, so the

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
-use super::{error, ErrorBody};
+use super::{error, no_call, ErrorBody};
 use crate::app::App;
 use crate::call::click_to_dial::{self, ClickToDial};
 use crate::directory::calls::{CallCommand, Requester};
@@ -86,10 +86,6 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
 
 fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
-}
-
-fn no_call() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such active call")
 }
 
 /// Sends call `call_id` the command `make` builds and waits for its outcome: `done` on

@@ -292,7 +292,7 @@ async fn calls_active(State(app): State<Arc<App>>) -> Json<CallList> {
 async fn call_one(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
     match app.directory.calls.view(&call_id) {
         Some(v) => Json(v).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
+        None => no_call(),
     }
 }
 
@@ -307,7 +307,7 @@ async fn call_one(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> R
 async fn call_hangup(State(app): State<Arc<App>>, Path(call_id): Path<String>) -> Response {
     match app.directory.calls.handle(&call_id) {
         Some(h) if h.send(CallCommand::ServerHangup) => StatusCode::NO_CONTENT.into_response(),
-        _ => error(StatusCode::NOT_FOUND, "not_found", "no such active call"),
+        _ => no_call(),
     }
 }
 
@@ -381,6 +381,11 @@ fn reg_state(s: RegState) -> String {
         RegState::Unregistered => "unregistered",
     }
     .to_string()
+}
+
+/// 404 for a call id that is not (or no longer) live.
+fn no_call() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such active call")
 }
 
 async fn not_found() -> Response {

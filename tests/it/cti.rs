@@ -11,8 +11,7 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::dominant_frequency;
-use common::scenes::{answer_incoming, g711_peer, send_answer, tone_phone};
-use common::sipp::Sipp;
+use common::scenes::{answer_incoming, g711_peer, pcmu_caller, send_answer, tone_phone};
 use serde_json::{json, Value};
 
 /// POST `path` with a JSON `body`: status and JSON answer (`null` for none).
@@ -218,19 +217,7 @@ async fn rest_answers_a_ringing_call_for_the_agent() {
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
     let far = FarEnd::start();
-    let kam_addr = format!("127.0.0.1:{}", kam.port());
-    let mut caller = Sipp::start(
-        "uac_pcmu_rtpport.xml",
-        None,
-        &[
-            "-set",
-            "rtpport",
-            &far.port.to_string(),
-            "-s",
-            "5001",
-            &kam_addr,
-        ],
-    );
+    let mut caller = pcmu_caller(&kam, &far, "5001");
     let offer = c.event("incomingCall", WAIT).await;
     let call_id = offer["payload"]["callId"]
         .as_str()

@@ -12,7 +12,7 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
-use common::scenes::{agent_calls, g711_peer, phone_1003, send_answer};
+use common::scenes::{agent_calls, g711_peer, pcmu_caller, phone_1003, send_answer};
 use common::sipp::Sipp;
 use serde_json::{json, Value};
 
@@ -371,19 +371,7 @@ async fn a_call_answered_after_35_s_of_ringing_connects() {
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
     let far = FarEnd::start();
-    let kam_addr = format!("127.0.0.1:{}", kam.port());
-    let mut caller = Sipp::start(
-        "uac_pcmu_rtpport.xml",
-        None,
-        &[
-            "-set",
-            "rtpport",
-            &far.port.to_string(),
-            "-s",
-            "5001",
-            &kam_addr,
-        ],
-    );
+    let mut caller = pcmu_caller(&kam, &far, "5001");
     let offer = c.event("incomingCall", WAIT).await;
     let ring_until = Instant::now() + Duration::from_secs(35);
     while let Some(left) = ring_until.checked_duration_since(Instant::now()) {

@@ -12,7 +12,7 @@ use common::far_end::{FarEnd, Got, FAR_TE};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
-use common::scenes::start_call;
+use common::scenes::{pcmu_caller, start_call};
 use common::sipp::{self, Sipp};
 use serde_json::json;
 
@@ -182,19 +182,7 @@ async fn pcmu_only_caller_reaches_an_opus_only_browser() {
     let mut c = Client::connect(&gw.ws_url()).await;
     c.register("5001", "pass5001").await;
     let far = FarEnd::start();
-    let kam_addr = format!("127.0.0.1:{}", kam.port());
-    let mut caller = Sipp::start(
-        "uac_pcmu_rtpport.xml",
-        None,
-        &[
-            "-set",
-            "rtpport",
-            &far.port.to_string(),
-            "-s",
-            "5001",
-            &kam_addr,
-        ],
-    );
+    let mut caller = pcmu_caller(&kam, &far, "5001");
 
     let offer = c.event("incomingCall", WAIT).await;
     let call_id = offer["payload"]["callId"]

@@ -129,3 +129,15 @@ pub async fn send_answer(c: &mut Client, offer: &Value, opts: PeerOptions) -> Pe
     assert_eq!(r["type"], "result", "{r}");
     peer
 }
+
+/// SIPp calling `dn` through `kam` with a PCMU-only offer at `far`'s RTP port, then waiting
+/// for the callee's BYE (fixtures/sipp/uac_pcmu_rtpport.xml).
+pub fn pcmu_caller(kam: &Kamailio, far: &super::far_end::FarEnd, dn: &str) -> Sipp {
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let rtpport = far.port.to_string();
+    Sipp::start(
+        "uac_pcmu_rtpport.xml",
+        None,
+        &["-set", "rtpport", &rtpport, "-s", dn, &kam_addr],
+    )
+}
