@@ -20,6 +20,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use super::agent::Agent;
+use super::reliable::{self, ReliableProvisional, Step};
 use super::remote_control::{self, NotifyEvent};
 use super::replacement::{spawn_notifier, Replacement, ToTransferor};
 use super::session_timer::{
@@ -110,6 +111,8 @@ struct Call {
     /// We put an offer in a 2xx (an INVITE or re-INVITE without one): its answer comes in
     /// the ACK (RFC 3261 §13.2.1, §14.2).
     ack_answer: Option<AckAnswer>,
+    /// Our reliable 180 (the INVITE required `100rel`) and its headers, until its PRACK.
+    reliable: Option<(ReliableProvisional, Vec<Header>)>,
 }
 
 /// An answer we wait for in an ACK.
@@ -262,6 +265,8 @@ async fn run_incoming(
         return;
     }
     let peer_update = headers::lists(tx.original.headers.iter(), "Allow", "UPDATE");
+    // RFC 3262: a caller that requires 100rel gets a reliable 180, retransmitted until PRACK.
+    let reliable = headers::lists(tx.original.headers.iter(), "Require", "100rel");
 
     let contact = Uri::try_from(env.ua.contact_uri(&dn).as_str()).ok();
     let (state_tx, events) = env.dialogs.new_dialog_state_channel();
@@ -326,7 +331,12 @@ async fn run_incoming(
     let server = tokio::spawn(async move {
         let _ = tx_dialog.handle(&mut tx).await;
     });
-    let _ = dialog.ringing(Some(vec![allow_events()]), None);
+    let mut ringing_headers = vec![allow_events()];
+    if reliable {
+        ringing_headers.push(headers::other("Require", "100rel"));
+        ringing_headers.push(headers::other("RSeq", reliable::RSEQ.to_string()));
+    }
+    let _ = dialog.ringing(Some(ringing_headers.clone()), None);
     agent.offer(
         protocol::Event::IncomingCall {
             call_id: id.clone(),
@@ -355,6 +365,9 @@ async fn run_incoming(
     c.peer_update = peer_update;
     if offer.is_none() {
         c.ack_answer = invite_cseq.map(|cseq| AckAnswer { cseq, first: true });
+    }
+    if reliable {
+        c.reliable = Some((ReliableProvisional::sent(Instant::now()), ringing_headers));
     }
     let mut answer_headers = vec![
         Header::ContentType("application/sdp".into()),
@@ -457,6 +470,7 @@ impl Call {
             pending_timer: None,
             setup_counted: false,
             ack_answer: None,
+            reliable: None,
         }
     }
 
@@ -493,10 +507,8 @@ impl Call {
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timer.as_ref().map(SessionTimer::next_wakeup);
         let transfer = self.transfer.as_ref().map(Transfer::deadline);
-        match (timer, transfer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let reliable = self.reliable.as_ref().map(|(r, _)| r.next_wakeup());
+        [timer, transfer, reliable].into_iter().flatten().min()
     }
 
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<CallCommand>) {
@@ -1215,6 +1227,23 @@ impl Call {
 
     fn on_timer(&mut self) -> Option<Input> {
         let now = Instant::now();
+        if let Some((r, headers)) = self.reliable.as_mut() {
+            let ringing = matches!(self.state.phase(), Phase::Setup | Phase::Ringing);
+            let pracked = self.leg.dialog.pracked_rseq() >= reliable::RSEQ;
+            match r.poll(now, pracked || !ringing) {
+                Step::Wait => {}
+                Step::Resend => {
+                    debug!("reliable 180 again (no PRACK yet)");
+                    let _ = self.leg.dialog.ringing(Some(headers.clone()), None);
+                }
+                Step::Done => self.reliable = None,
+                Step::GiveUp => {
+                    self.reliable = None;
+                    warn!("no PRACK for our reliable 180 within 64*T1: giving the call up");
+                    return Some(Input::ServerHangup);
+                }
+            }
+        }
         if let Some(step) = self.transfer.as_ref().and_then(|t| t.expired(now)) {
             self.agent.transfer_state(step.state, step.sip_status, None);
             self.transfer = None;

@@ -7,6 +7,7 @@
 mod agent;
 pub mod click_to_dial;
 pub mod driver;
+pub mod reliable;
 pub mod remote_control;
 mod replacement;
 pub mod session_timer;

@@ -438,3 +438,46 @@ async fn forty_seconds_of_comfort_noise_do_not_end_the_call() {
     agent_hangs_up(&mut c, &mut sipp, call_id).await;
     peer.close().await;
 }
+
+/// A caller that requires 100rel (RFC 3262) gets a reliable 180 (`Require: 100rel`, `RSeq`),
+/// retransmitted until its PRACK, which is answered; the call then goes on as any other.
+/// SIPp checks the headers and PRACKs after the first retransmission.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_requiring_100rel_gets_a_reliable_180() {
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &[]);
+    let mut c = Client::connect(&gw.ws_url()).await;
+    c.register("5001", "pass5001").await;
+    let far = FarEnd::start();
+    let kam_addr = format!("127.0.0.1:{}", kam.port());
+    let rtpport = far.port.to_string();
+    let mut caller = Sipp::start(
+        "uac_100rel.xml",
+        None,
+        &["-set", "rtpport", &rtpport, "-s", "5001", &kam_addr],
+    );
+    let offer = c.event("incomingCall", WAIT).await;
+    // Past the first retransmission and the PRACK; none may come after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ringing = caller.messages().matches("SIP/2.0 180 Ringing").count();
+    assert_eq!(
+        ringing,
+        2,
+        "the 180 once, again after T1, not after the PRACK:\n{}",
+        caller.messages()
+    );
+    let peer = join(&gw, &mut c, &offer, g711_peer()).await;
+    event_by(&mut c, "answered", "local").await;
+    audio_both_ways(&gw, &peer, &far, "after a reliable 180").await;
+    let call_id = offer["payload"]["callId"].as_str().expect("callId");
+    c.request("hangup", json!({"callId": call_id})).await;
+    c.event("hangup", WAIT).await;
+    assert!(
+        caller
+            .wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        caller.traces()
+    );
+    peer.close().await;
+}

@@ -94,6 +94,19 @@ impl Sipp {
         super::wait_child(&mut self.child, timeout)
     }
 
+    /// Every message SIPp sent and received so far (its `-trace_msg` log).
+    pub fn messages(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with("_messages.log") {
+                    out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     /// SIPp's message and error traces, for failure messages.
     pub fn traces(&self) -> String {
         let mut out = String::new();

@@ -339,6 +339,9 @@ pub struct DialogInner {
     /// The last ACK received for an INVITE or re-INVITE this dialog answered
     /// (UAS role). Carries the answer when the 2xx carried the offer.
     pub(super) remote_ack: Mutex<Option<Request>>,
+    /// Fork (browser-sip-gateway): the RSeq of the last PRACK received (UAS role), 0 for
+    /// none, so the UA can stop retransmitting a reliable provisional response.
+    pub(super) pracked_rseq: AtomicU32,
     pub(super) server_connection: Mutex<Option<SipConnection>>,
     /// Structural source address of the flow that created this server dialog,
     /// captured at creation time from the connection itself (not parsed from
@@ -509,6 +512,7 @@ impl DialogInner {
             supports_100rel,
             remote_reliable: Mutex::new(None),
             remote_ack: Mutex::new(None),
+            pracked_rseq: AtomicU32::new(0),
             server_connection: Mutex::new(None),
             dialback_target: Mutex::new(None),
             cancel_requested: AtomicBool::new(false),
@@ -1598,6 +1602,7 @@ impl DialogInner {
             supports_100rel: snapshot.supports_100rel,
             remote_reliable: Mutex::new(None),
             remote_ack: Mutex::new(None),
+            pracked_rseq: AtomicU32::new(0),
             server_connection: Mutex::new(None),
             dialback_target: Mutex::new(None),
             cancel_requested: AtomicBool::new(false),

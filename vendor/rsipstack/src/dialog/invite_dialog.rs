@@ -88,6 +88,12 @@ impl InviteDialog {
         self.inner.remote_ack.lock().clone()
     }
 
+    /// Fork (browser-sip-gateway): the RSeq of the last reliable provisional response the
+    /// peer acknowledged with PRACK (RFC 3262), 0 for none.
+    pub fn pracked_rseq(&self) -> u32 {
+        self.inner.pracked_rseq.load(Ordering::Relaxed)
+    }
+
     /// The initial INVITE request that created this dialog.
     pub fn initial_request(&self) -> Request {
         self.inner.initial_request.lock().clone()
@@ -950,18 +956,18 @@ impl InviteDialog {
     async fn handle_prack(&mut self, tx: &mut Transaction) -> Result<()> {
         debug!(id = %self.id(), uri = %tx.original.uri, "received prack");
 
-        let rack_ok = tx.original.rack_value().is_some()
-            || tx
-                .original
-                .header_value("RAck")
-                .and_then(|value| {
-                    let mut items = value.split_whitespace();
-                    let rseq = items.next()?.parse::<u32>().ok()?;
-                    let cseq = items.next()?.parse::<u32>().ok()?;
-                    let method = items.next()?.parse::<Method>().ok()?;
-                    Some((rseq, cseq, method))
-                })
-                .is_some();
+        let rack = tx.original.header_value("RAck").and_then(|value| {
+            let mut items = value.split_whitespace();
+            let rseq = items.next()?.parse::<u32>().ok()?;
+            let cseq = items.next()?.parse::<u32>().ok()?;
+            let method = items.next()?.parse::<Method>().ok()?;
+            Some((rseq, cseq, method))
+        });
+        let rack_ok = tx.original.rack_value().is_some() || rack.is_some();
+        // Fork (browser-sip-gateway): remember what was acknowledged (`pracked_rseq`).
+        if let Some((rseq, _, _)) = rack {
+            self.inner.pracked_rseq.fetch_max(rseq, Ordering::Relaxed);
+        }
 
         if !rack_ok {
             warn!(id = %self.id(), "received PRACK without RAck header");
