@@ -15,6 +15,7 @@ use std::time::Instant;
 use criterion::{criterion_group, Criterion};
 use media::relay::{header, PtMap, StreamRewriter};
 use media::srtp::{SrtpProfile, SrtpSession};
+use media::transcode::{LawMap, G711};
 
 /// A 20 ms PCMU packet as a plain RTP/AVP far end sends it.
 fn rtp(seq: u16) -> Vec<u8> {
@@ -139,6 +140,22 @@ fn bench(c: &mut Criterion) {
             seq = seq.wrapping_add(1);
             header::set_seq(&mut p, seq);
             rw.rewrite(black_box(&mut p), &map, now).expect("rewrite");
+        })
+    });
+    // A µ-law browser and an A-law far end: the same rewrite plus each payload byte mapped.
+    let mut law_map = PtMap::new();
+    law_map.insert(0, 8).expect("room");
+    let recode = LawMap::new(G711::Ulaw, G711::Alaw);
+    let mut rw = StreamRewriter::new(1, 8000);
+    let mut p = rtp(1);
+    group.bench_function("rewrite + µ-law -> A-law recode (ours)", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            header::set_seq(&mut p, seq);
+            header::set_pt_marker(&mut p, 0, false);
+            recode.apply(&mut p[header::LEN..]);
+            rw.rewrite(black_box(&mut p), &law_map, now)
+                .expect("rewrite");
         })
     });
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
