@@ -11,7 +11,9 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::dominant_frequency;
-use common::scenes::{answer_incoming, g711_peer, pcmu_caller, send_answer, tone_phone};
+use common::scenes::{
+    agent_hangs_up, answer_incoming, g711_peer, pcmu_caller, send_answer, tone_phone,
+};
 use serde_json::{json, Value};
 
 /// POST `path` with a JSON `body`: status and JSON answer (`null` for none).
@@ -264,14 +266,6 @@ async fn rest_answers_a_ringing_call_for_the_agent() {
         "no telephone-event 5 reached the caller"
     );
 
-    c.request("hangup", json!({"callId": call_id})).await;
-    c.event("hangup", WAIT).await;
-    assert!(
-        caller
-            .wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "{}",
-        caller.traces()
-    );
+    agent_hangs_up(&mut c, &mut caller, &call_id).await;
     peer.close().await;
 }

@@ -12,7 +12,9 @@ use common::far_end::FarEnd;
 use common::gateway::Gateway;
 use common::kamailio::{Kamailio, KamailioOptions};
 use common::peer::{dominant_frequency, Peer, PeerOptions};
-use common::scenes::{agent_calls, g711_peer, pcmu_caller, phone_1003, send_answer};
+use common::scenes::{
+    agent_calls, agent_hangs_up, g711_peer, pcmu_caller, phone_1003, send_answer,
+};
 use common::sipp::Sipp;
 use serde_json::{json, Value};
 
@@ -79,20 +81,6 @@ async fn audio_both_ways(gw: &Gateway, peer: &Peer, far: &FarEnd, what: &str) {
     assert!(
         (980.0..=1020.0).contains(&f),
         "{what}: browser measured {f} Hz"
-    );
-}
-
-/// The agent hangs up: `hangup {by: local}`, and SIPp, which played SIP Server's side,
-/// took the BYE and ends with every step of its scenario done.
-async fn agent_hangs_up(c: &mut Client, sipp: &mut Sipp, call_id: &str) {
-    c.request("hangup", json!({"callId": call_id})).await;
-    let h = c.event("hangup", WAIT).await;
-    assert_eq!(h["payload"]["by"], "local", "{h}");
-    assert!(
-        sipp.wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "SIP Server's side of the flow:\n{}",
-        sipp.traces()
     );
 }
 
@@ -383,15 +371,7 @@ async fn a_call_answered_after_35_s_of_ringing_connects() {
     event_by(&mut c, "answered", "local").await;
     audio_both_ways(&gw, &peer, &far, "after 35 s of ringing").await;
     let call_id = offer["payload"]["callId"].as_str().expect("callId");
-    c.request("hangup", json!({"callId": call_id})).await;
-    c.event("hangup", WAIT).await;
-    assert!(
-        caller
-            .wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "{}",
-        caller.traces()
-    );
+    agent_hangs_up(&mut c, &mut caller, call_id).await;
     peer.close().await;
 }
 
@@ -470,14 +450,6 @@ async fn a_caller_requiring_100rel_gets_a_reliable_180() {
     event_by(&mut c, "answered", "local").await;
     audio_both_ways(&gw, &peer, &far, "after a reliable 180").await;
     let call_id = offer["payload"]["callId"].as_str().expect("callId");
-    c.request("hangup", json!({"callId": call_id})).await;
-    c.event("hangup", WAIT).await;
-    assert!(
-        caller
-            .wait(Duration::from_secs(5))
-            .is_some_and(|s| s.success()),
-        "{}",
-        caller.traces()
-    );
+    agent_hangs_up(&mut c, &mut caller, call_id).await;
     peer.close().await;
 }

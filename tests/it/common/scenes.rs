@@ -141,3 +141,17 @@ pub fn pcmu_caller(kam: &Kamailio, far: &super::far_end::FarEnd, dn: &str) -> Si
         &["-set", "rtpport", &rtpport, "-s", dn, &kam_addr],
     )
 }
+
+/// The agent hangs up: `hangup {by: local}`, and the SIPp far end took the BYE and ends with
+/// every step of its scenario done.
+pub async fn agent_hangs_up(c: &mut Client, sipp: &mut Sipp, call_id: &str) {
+    c.request("hangup", json!({"callId": call_id})).await;
+    let h = c.event("hangup", WAIT).await;
+    assert_eq!(h["payload"]["by"], "local", "{h}");
+    assert!(
+        sipp.wait(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "the SIPp far end did not finish clean:\n{}",
+        sipp.traces()
+    );
+}
