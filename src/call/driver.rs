@@ -1239,8 +1239,8 @@ impl Call {
                 Step::Done => self.reliable = None,
                 Step::GiveUp => {
                     self.reliable = None;
-                    warn!("no PRACK for our reliable 180 within 64*T1: giving the call up");
-                    return Some(Input::ServerHangup);
+                    warn!("no PRACK for our reliable 180 within 64*T1: 500");
+                    return Some(Input::NoPrack);
                 }
             }
         }

@@ -66,6 +66,8 @@ pub enum Input {
     AnswerFor(AnsweredBy),
     /// The far end's answer (in an ACK) cannot be used: the call ends with a BYE.
     SipAnswerUnusable,
+    /// Our reliable 180 was never PRACKed (RFC 3262 §3): the INVITE gets a 5xx.
+    NoPrack,
     /// The browser rejects an incoming call with this status (486, 603, 480).
     BrowserReject(u16),
     /// A provisional response to our INVITE.
@@ -293,6 +295,10 @@ impl CallState {
             (Inbound, Setup | Ringing, Input::SipCancelled) => {
                 self.end(vec![hangup(By::Remote, "cancelled", Some(487))])
             }
+            (Inbound, Setup | Ringing, Input::NoPrack) => self.end(vec![
+                Action::SipReject(500),
+                hangup(By::Server, "no_prack", Some(500)),
+            ]),
             (Inbound, Setup | Ringing, Input::ServerHangup) => self.end(vec![
                 Action::SipReject(480),
                 hangup(By::Server, "unavailable", None),
@@ -495,6 +501,21 @@ mod tests {
         let a = c.handle(Input::BrowserReject(486));
         assert_eq!(a[0], Action::SipBye);
         assert_eq!(hangups(&a), 1);
+    }
+
+    #[test]
+    fn an_unacknowledged_reliable_180_rejects_the_invite_with_a_5xx() {
+        let mut c = CallState::new(Direction::Inbound);
+        let a = c.handle(Input::NoPrack);
+        assert_eq!(a[0], Action::SipReject(500));
+        assert_eq!(hangups(&a), 1);
+        assert!(c.is_ended());
+        let mut c = CallState::new(Direction::Inbound);
+        c.handle(Input::BrowserAnswer);
+        assert!(
+            c.handle(Input::NoPrack).is_empty(),
+            "answered: too late to reject"
+        );
     }
 
     #[test]
