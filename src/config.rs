@@ -54,6 +54,21 @@ pub struct Cli {
     /// JSON list of ICE servers handed to browsers in `hello` [default: []]
     #[arg(long, env = "GATEWAY_ICE_SERVERS", value_name = "JSON")]
     pub ice_servers: Option<String>,
+    /// Shared secret of a TURN server in coturn's `use-auth-secret` mode: each session's
+    /// `hello` then carries its own short-lived credentials [default: none]
+    #[arg(
+        long,
+        env = "GATEWAY_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// Comma-separated `turn:`/`turns:` URLs the `--turn-secret` credentials are for [default: none]
+    #[arg(long, env = "GATEWAY_TURN_URLS", value_name = "URLS")]
+    pub turn_urls: Option<String>,
+    /// Lifetime of the per-session TURN credentials, seconds [default: 86400]
+    #[arg(long, env = "GATEWAY_TURN_TTL", value_name = "SECONDS")]
+    pub turn_ttl: Option<String>,
     /// Bearer token required by REST (except /api/health) and the WebSocket [default: none]
     #[arg(
         long,
@@ -68,6 +83,10 @@ pub struct Cli {
     /// Seconds a dropped browser session keeps its registration and calls [default: 30]
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", value_name = "SECONDS")]
     pub grace_period: Option<String>,
+    /// Seconds a call waits for its browser to restart ICE or re-attach after its media path
+    /// went silent (ICE consent lost, network change, page reload) [default: the grace period]
+    #[arg(long, env = "GATEWAY_ICE_RESTART_GRACE", value_name = "SECONDS")]
+    pub ice_restart_grace: Option<String>,
     /// Expires requested in REGISTER when the browser does not ask for one [default: 3600]
     #[arg(long, env = "GATEWAY_REGISTER_EXPIRES", value_name = "SECONDS")]
     pub register_expires: Option<String>,
@@ -165,12 +184,16 @@ pub struct Config {
     pub rtp_ports: (u16, u16),
     /// ICE servers for `hello`, already validated as a JSON list of objects.
     pub ice_servers: serde_json::Value,
+    /// Per-session TURN credentials (TURN REST API), when a shared secret is set.
+    pub turn: Option<TurnRest>,
     /// Bearer token for REST and WebSocket, if any.
     pub api_token: Option<String>,
     /// tracing filter.
     pub log: String,
     /// Grace period of a dropped browser session.
     pub grace_period: Duration,
+    /// How long a call waits for its browser leg to come back after it went silent.
+    pub ice_restart_grace: Duration,
     /// Expires asked for in REGISTER by default.
     pub register_expires: u32,
     /// Pause between re-registration attempts after a failure.
@@ -277,6 +300,14 @@ const SIP_DOMAIN: Setting = Setting::new("sip-domain", "GATEWAY_SIP_DOMAIN", "si
 const PUBLIC_IP: Setting = Setting::new("public-ip", "GATEWAY_PUBLIC_IP", "public_ip");
 const RTP_PORTS: Setting = Setting::new("rtp-ports", "GATEWAY_RTP_PORTS", "rtp_ports");
 const ICE_SERVERS: Setting = Setting::new("ice-servers", "GATEWAY_ICE_SERVERS", "ice_servers");
+const TURN_SECRET: Setting = Setting::new("turn-secret", "GATEWAY_TURN_SECRET", "turn_secret");
+const TURN_URLS: Setting = Setting::new("turn-urls", "GATEWAY_TURN_URLS", "turn_urls");
+const TURN_TTL: Setting = Setting::new("turn-ttl", "GATEWAY_TURN_TTL", "turn_ttl");
+const ICE_RESTART_GRACE: Setting = Setting::new(
+    "ice-restart-grace",
+    "GATEWAY_ICE_RESTART_GRACE",
+    "ice_restart_grace",
+);
 const API_TOKEN: Setting = Setting::new("api-token", "GATEWAY_API_TOKEN", "api_token");
 const LOG: Setting = Setting::new("log", "RUST_LOG", "log");
 const GRACE: Setting = Setting::new("grace-period", "GATEWAY_GRACE_PERIOD", "grace_period");
@@ -355,6 +386,10 @@ const FILE_KEYS: &[&Setting] = &[
     &PUBLIC_IP,
     &RTP_PORTS,
     &ICE_SERVERS,
+    &TURN_SECRET,
+    &TURN_URLS,
+    &TURN_TTL,
+    &ICE_RESTART_GRACE,
     &API_TOKEN,
     &LOG,
     &GRACE,
@@ -426,6 +461,8 @@ impl Config {
         let ice_raw = cli.ice_servers.unwrap_or_else(|| "[]".to_string());
         let ice_servers = parse_ice_servers(&ice_raw).map_err(|r| ICE_SERVERS.invalid("…", r))?;
 
+        let turn = parse_turn(cli.turn_secret, cli.turn_urls, cli.turn_ttl)?;
+
         let api_token = match cli.api_token {
             Some(t) if t.is_empty() => return Err(API_TOKEN.invalid("", "is empty")),
             other => other,
@@ -437,6 +474,13 @@ impl Config {
         }
 
         let grace_period = seconds(&GRACE, cli.grace_period, 30, 0, 86_400)?;
+        let ice_restart_grace = seconds(
+            &ICE_RESTART_GRACE,
+            cli.ice_restart_grace,
+            grace_period.as_secs(),
+            0,
+            86_400,
+        )?;
         let register_expires = integer(&REG_EXPIRES, cli.register_expires, 3600, 1, 86_400)?;
         let register_retry = seconds(&REG_RETRY, cli.register_retry, 30, 1, 3600)?;
         let options_interval = seconds(&OPTIONS_INTERVAL, cli.options_interval, 30, 1, 3600)?;
@@ -512,9 +556,11 @@ impl Config {
             browser_ips,
             rtp_ports,
             ice_servers,
+            turn,
             api_token,
             log,
             grace_period,
+            ice_restart_grace,
             register_expires: register_expires as u32,
             register_retry,
             options_interval,
@@ -577,6 +623,10 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "public_ip" => &mut cli.public_ip,
             "rtp_ports" => &mut cli.rtp_ports,
             "ice_servers" => &mut cli.ice_servers,
+            "turn_secret" => &mut cli.turn_secret,
+            "turn_urls" => &mut cli.turn_urls,
+            "turn_ttl" => &mut cli.turn_ttl,
+            "ice_restart_grace" => &mut cli.ice_restart_grace,
             "api_token" => &mut cli.api_token,
             "log" => &mut cli.log,
             "grace_period" => &mut cli.grace_period,
@@ -676,6 +726,61 @@ fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
         return Err("the range must hold at least two ports (RTP and RTCP)".into());
     }
     Ok((lo, hi))
+}
+
+/// A TURN server's shared secret (coturn `use-auth-secret`) and what credentials made from it
+/// are good for.
+#[derive(Clone, Debug)]
+pub struct TurnRest {
+    /// The shared secret; never logged, never sent.
+    pub secret: crate::auth::Secret,
+    /// `turn:`/`turns:` URLs the credentials are for.
+    pub urls: Vec<String>,
+    /// Lifetime of each credential.
+    pub ttl: Duration,
+}
+
+/// `--turn-secret`, `--turn-urls` and `--turn-ttl`: both of the first two or neither.
+fn parse_turn(
+    secret: Option<String>,
+    urls: Option<String>,
+    ttl: Option<String>,
+) -> Result<Option<TurnRest>, ConfigError> {
+    let ttl = seconds(&TURN_TTL, ttl, 86_400, 60, 30 * 86_400)?;
+    let (secret, urls) = match (secret, urls) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(u)) => (s, u),
+        (Some(_), None) => {
+            return Err(TURN_URLS.invalid("", "--turn-secret needs the URLs it is for"))
+        }
+        (None, Some(u)) => {
+            return Err(TURN_SECRET.invalid(&u, "--turn-urls needs the server's shared secret"))
+        }
+    };
+    if secret.is_empty() {
+        // The value itself is a secret: name the setting only.
+        return Err(TURN_SECRET.invalid("", "is empty"));
+    }
+    let list: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return Err(TURN_URLS.invalid(&urls, "lists no URL"));
+    }
+    if let Some(bad) = list
+        .iter()
+        .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")) || !valid_ice_url(u))
+    {
+        return Err(TURN_URLS.invalid(bad, "expected turn: or turns: URLs"));
+    }
+    Ok(Some(TurnRest {
+        secret: crate::auth::Secret::new(secret),
+        urls: list,
+        ttl,
+    }))
 }
 
 /// Validates the list browsers will hand to `RTCPeerConnection`, so a typo fails at start-up

@@ -103,6 +103,7 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         rtp_ports: cfg.rtp_ports,
         workers: cfg.media_workers,
         media_timeout: cfg.rtp_timeout,
+        restart_grace: cfg.ice_restart_grace,
     })
     .map_err(|e| {
         format!(

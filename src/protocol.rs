@@ -187,6 +187,9 @@ pub enum Request {
     Dtmf(DtmfPayload),
     /// `transfer`.
     Transfer(TransferPayload),
+    /// `renegotiate` (v1.1): a new browser offer for a call, in the shape of `answer`'s
+    /// payload (`callId`, `sdp`).
+    Renegotiate(AnswerPayload),
 }
 
 impl Request {
@@ -206,6 +209,7 @@ impl Request {
             Request::Hold(_, false) => "unhold",
             Request::Dtmf(_) => "dtmf",
             Request::Transfer(_) => "transfer",
+            Request::Renegotiate(_) => "renegotiate",
         }
     }
 }
@@ -282,6 +286,7 @@ pub fn parse(text: &str) -> Result<(String, Request), Rejection> {
             Request::Call(p)
         }
         "answer" => Request::Answer(decode(&id, payload)?),
+        "renegotiate" => Request::Renegotiate(decode(&id, payload)?),
         "reject" => {
             let p: RejectPayload = decode(&id, payload)?;
             if let Some(s) = p.status {
@@ -707,6 +712,11 @@ pub enum Reply<'a> {
         /// Our answer to the browser's offer.
         sdp: &'a str,
     },
+    /// `renegotiate`: our answer to the browser's new offer.
+    Renegotiated {
+        /// The answer.
+        sdp: &'a str,
+    },
     /// `ping`: the server's clock.
     Pong {
         /// RFC 3339.
@@ -719,6 +729,8 @@ pub enum Reply<'a> {
         /// The session's DN, if it registered one.
         #[serde(skip_serializing_if = "Option::is_none")]
         dn: Option<&'a str>,
+        /// Fresh `iceServers` (v1.1: per-session TURN credentials are renewed).
+        ice_servers: &'a Value,
     },
 }
 
@@ -923,10 +935,11 @@ mod tests {
                 "3",
                 Reply::Resumed {
                     calls: vec!["a"],
-                    dn: None
+                    dn: None,
+                    ice_servers: &serde_json::json!([]),
                 }
             ))["payload"],
-            serde_json::json!({"calls": ["a"]})
+            serde_json::json!({"calls": ["a"], "iceServers": []})
         );
         let reg = RegistrationState {
             dn: "5001",

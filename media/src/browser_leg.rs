@@ -100,6 +100,8 @@ struct Nomination {
 pub struct BrowserLeg {
     ice: IceLite,
     dtls: Option<DtlsEndpoint>,
+    /// The fingerprint `dtls` checks the browser's certificate against.
+    remote_fingerprint: Option<String>,
     srtp: Option<SrtpSession>,
     stun_out: Vec<u8>,
     nomination: Nomination,
@@ -125,6 +127,7 @@ impl BrowserLeg {
         BrowserLeg {
             ice: IceLite::new(local_ufrag, local_pwd),
             dtls: None,
+            remote_fingerprint: None,
             srtp: None,
             stun_out: Vec::with_capacity(256),
             nomination: Nomination::default(),
@@ -152,8 +155,43 @@ impl BrowserLeg {
                 &remote.fingerprint,
                 now,
             )?);
+            self.remote_fingerprint = Some(remote.fingerprint.clone());
         }
         Ok(())
+    }
+
+    /// A new description from the browser for a running leg (`renegotiate`): new ICE
+    /// credentials of ours when `local` is given (an ICE restart), the browser's from
+    /// `remote`, and when its certificate changed (a fresh RTCPeerConnection after a page
+    /// reload) a new DTLS handshake whose keys replace the SRTP contexts. Returns whether
+    /// DTLS starts over; until it completes, no media flows either way.
+    pub fn renew(
+        &mut self,
+        remote: &BrowserRemote,
+        local: Option<(String, String)>,
+        cert: &DtlsCertificate,
+        now: Instant,
+    ) -> Result<bool, LegError> {
+        if let Some((ufrag, pwd)) = local {
+            self.ice.set_local_credentials(ufrag, pwd);
+        }
+        self.ice
+            .set_remote_credentials(&remote.ice_ufrag, &remote.ice_pwd);
+        if self.remote_fingerprint.as_deref() == Some(remote.fingerprint.as_str()) {
+            return Ok(false);
+        }
+        self.dtls = Some(DtlsEndpoint::new(
+            remote.role,
+            cert,
+            &remote.fingerprint,
+            now,
+        )?);
+        self.remote_fingerprint = Some(remote.fingerprint.clone());
+        self.srtp = None;
+        // The old browser is gone: its path carries nothing of the new one's, and a new
+        // browser that never hears us must be told apart again.
+        self.nomination = Nomination::default();
+        Ok(true)
     }
 
     /// The path ICE selected (the browser nominated it): media goes to its remote address,
@@ -167,9 +205,11 @@ impl BrowserLeg {
         self.srtp.is_some()
     }
 
-    /// Whether the browser stopped its consent checks.
-    pub fn consent_expired(&self, now: Instant) -> bool {
-        self.ice.consent_expired(now, CONSENT_TIMEOUT)
+    /// Whether the browser's consent checks stopped [`CONSENT_TIMEOUT`] + `grace` ago: with
+    /// no grace, nothing may be sent to it any more (RFC 7675 §5.1); the grace is how long
+    /// the call then waits for it to come back (an ICE restart, a reloaded page).
+    pub fn consent_expired(&self, now: Instant, grace: Duration) -> bool {
+        self.ice.consent_expired(now, CONSENT_TIMEOUT + grace)
     }
 
     /// Handles one datagram that came along `path`. Replies (STUN responses, DTLS flights)

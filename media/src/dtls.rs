@@ -115,6 +115,23 @@ pub fn role_for_answer(offer_setup: &str) -> Option<(DtlsRole, &'static str)> {
     }
 }
 
+/// Our answer's `a=setup` for a browser re-offer within a live DTLS association: our role
+/// stays what it is (RFC 5763 §5), so the offer must allow it; `None` when it asks for the
+/// other one (a switch needs a new certificate, i.e. a new association).
+pub fn keep_role(ours: DtlsRole, offer_setup: &str) -> Option<(DtlsRole, &'static str)> {
+    let setup = offer_setup.trim();
+    let either = setup.eq_ignore_ascii_case("actpass");
+    match ours {
+        DtlsRole::Client if either || setup.eq_ignore_ascii_case("passive") => {
+            Some((DtlsRole::Client, "active"))
+        }
+        DtlsRole::Server if either || setup.eq_ignore_ascii_case("active") => {
+            Some((DtlsRole::Server, "passive"))
+        }
+        _ => None,
+    }
+}
+
 /// Our role when the gateway offered [`OFFER_SETUP`] and the browser answered `answer_setup`.
 ///
 /// An answer must pick a side (RFC 5763 §5), so `actpass` or `holdconn` in an answer gives

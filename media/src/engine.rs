@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::browser_leg::BrowserRemote;
-use crate::dtls::{role_for_answer, role_from_answer, DtlsCertificate};
+use crate::dtls::{keep_role, role_for_answer, role_from_answer, DtlsCertificate};
 use crate::ports::PortPool;
 use crate::relay::PtMap;
 use crate::sdp::{self, Codec, CodecChoice, Direction};
@@ -35,6 +35,9 @@ pub struct MediaConfig {
     pub workers: usize,
     /// Silence on a leg that ends the call.
     pub media_timeout: Duration,
+    /// How long a call waits for a browser leg that went quiet (consent lost, no media) to
+    /// come back through `renegotiate` before it fails.
+    pub restart_grace: Duration,
 }
 
 /// Why media could not be set up.
@@ -64,6 +67,9 @@ pub enum MediaError {
     /// The far end did not negotiate telephone-event.
     #[error("the far end did not negotiate telephone-event; use method info")]
     NoTelephoneEvent,
+    /// The browser leg has no description yet (an incoming call not answered).
+    #[error("the browser has not answered this call yet")]
+    NotConnected,
     /// The call is unknown or its worker is gone.
     #[error("media session is gone")]
     Gone,
@@ -101,6 +107,14 @@ pub struct MediaSession {
     transcoding: Option<TranscodePlan>,
     /// The far end's telephone-event payload type, once known.
     far_dtmf: Option<u8>,
+    /// The browser's ICE credentials, fingerprint and our DTLS role, once known.
+    browser_remote: Option<BrowserRemote>,
+    /// Our ICE ufrag and password toward the browser.
+    local_ice: (String, String),
+    /// The SSRC we send to the browser with.
+    browser_ssrc: u32,
+    /// How many m-lines the browser leg's descriptions have.
+    browser_mlines: usize,
     sdp_version: u64,
     session_id: u64,
     direction: Direction,
@@ -251,12 +265,13 @@ impl MediaEngine {
             id,
             ice_ufrag: ufrag.clone(),
             ice_pwd: pwd.clone(),
-            remote,
+            remote: remote.clone(),
             rtp,
             rtcp,
             ssrc_to_browser,
             ssrc_to_sip: rand::random::<u32>(),
             media_timeout: self.cfg.media_timeout,
+            restart_grace: self.cfg.restart_grace,
             events: tx,
             counters: counters.clone(),
         })));
@@ -273,6 +288,10 @@ impl MediaEngine {
             chosen: None,
             transcoding: None,
             far_dtmf: None,
+            browser_remote: remote.clone(),
+            local_ice: (ufrag.clone(), pwd.clone()),
+            browser_ssrc: ssrc_to_browser,
+            browser_mlines: 1,
             sdp_version: 1,
             session_id: rand::random::<u32>().into(),
             direction: Direction::SendRecv,
@@ -302,8 +321,9 @@ impl MediaEngine {
             fingerprint: offer.fingerprint.clone(),
             role,
         };
-        let (session, ufrag, pwd, ssrc) =
+        let (mut session, ufrag, pwd, ssrc) =
             self.new_session(Some(remote), codecs.clone(), sip_codecs)?;
+        session.browser_mlines = offer.mlines;
         let worker_port = self.workers[session.worker].browser_port;
         let browser_answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
             offer: browser_offer,
@@ -628,15 +648,111 @@ impl MediaSession {
                 return Err(e);
             }
         }
+        let remote = BrowserRemote {
+            ice_ufrag: desc.ice_ufrag,
+            ice_pwd: desc.ice_pwd,
+            fingerprint: desc.fingerprint,
+            role,
+        };
+        self.browser_remote = Some(remote.clone());
         self.send(Command::SetBrowserRemote {
             id: self.id,
-            remote: BrowserRemote {
-                ice_ufrag: desc.ice_ufrag,
-                ice_pwd: desc.ice_pwd,
-                fingerprint: desc.fingerprint,
-                role,
-            },
+            remote,
         })
+    }
+
+    /// A new offer from the browser for this call (`renegotiate`), answered without a word
+    /// toward SIP: an ICE restart (new ufrag and password in the offer) gets new credentials
+    /// of ours, a new certificate (a fresh RTCPeerConnection after a page reload) a new DTLS
+    /// handshake and new SRTP keys, and a plain re-offer keeps everything. The call's codec
+    /// must still be offered; its payload type may change.
+    pub fn renegotiate(&mut self, offer_sdp: &str) -> Result<String, MediaError> {
+        let offer = sdp::parse_webrtc(offer_sdp)?;
+        let Some(current) = self.browser_remote.clone() else {
+            return Err(MediaError::NotConnected);
+        };
+        if offer.mlines != self.browser_mlines {
+            return Err(MediaError::Sdp(sdp::SdpError::Unsupported(format!(
+                "the re-offer has {} m-lines where the call has {}",
+                offer.mlines, self.browser_mlines
+            ))));
+        }
+        let new_dtls = offer.fingerprint != current.fingerprint;
+        let (role, setup) = if new_dtls {
+            role_for_answer(&offer.setup).ok_or_else(|| MediaError::Setup(offer.setup.clone()))?
+        } else {
+            // The same association keeps its roles (RFC 5763 §5): an answer that switched
+            // them would ask for a new handshake the browser does not expect.
+            keep_role(current.role, &offer.setup)
+                .ok_or_else(|| MediaError::Setup(offer.setup.clone()))?
+        };
+        let codecs = self.codecs_in(&offer.codecs)?;
+        let restart = offer.ice_ufrag != current.ice_ufrag || offer.ice_pwd != current.ice_pwd;
+        let local = if restart {
+            let (ufrag, pwd) = crate::ice_lite::random_credentials();
+            Some((ufrag, pwd))
+        } else {
+            None
+        };
+        let (ufrag, pwd) = local.as_ref().unwrap_or(&self.local_ice);
+        let answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
+            offer: offer_sdp,
+            ips: &self.engine.cfg.browser_ips,
+            port: self.engine.workers[self.worker].browser_port,
+            ice_ufrag: ufrag,
+            ice_pwd: pwd,
+            fingerprint: self.engine.cert.fingerprint(),
+            setup,
+            codecs: &codecs,
+            direction: Direction::SendRecv.answer_to(offer.direction),
+            ssrc: self.browser_ssrc,
+            cname: "gateway",
+        })?;
+        if codecs != self.browser_codecs {
+            let previous = std::mem::replace(&mut self.browser_codecs, codecs);
+            if let Some(remote) = self.sip_remote.clone() {
+                if let Err(e) = self.apply_sip(&remote) {
+                    self.browser_codecs = previous;
+                    return Err(e);
+                }
+            }
+        }
+        let remote = BrowserRemote {
+            ice_ufrag: offer.ice_ufrag,
+            ice_pwd: offer.ice_pwd,
+            fingerprint: offer.fingerprint,
+            role,
+        };
+        if let Some(l) = &local {
+            self.local_ice = l.clone();
+        }
+        self.browser_remote = Some(remote.clone());
+        tracing::info!(ice_restart = restart, new_dtls, "media: browser renegotiated");
+        self.send(Command::RenewBrowser {
+            id: self.id,
+            remote,
+            local,
+        })?;
+        Ok(answer)
+    }
+
+    /// The call's browser codecs as `offered` carries them (its payload types and fmtp): the
+    /// relayed one must be there, events and other codecs follow when offered.
+    fn codecs_in(&self, offered: &[Codec]) -> Result<Vec<Codec>, MediaError> {
+        let mut out = Vec::new();
+        for ours in &self.browser_codecs {
+            match offered.iter().find(|c| c.same_format(ours)) {
+                Some(c) => out.push(c.clone()),
+                None if out.is_empty() && ours.is_primary() => {
+                    return Err(MediaError::Sdp(sdp::SdpError::Unsupported(format!(
+                        "the re-offer lacks the call's codec {}/{}",
+                        ours.name, ours.clock_rate
+                    ))))
+                }
+                None => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Sends `digits` to the far end as RFC 4733 telephone-events of `duration_ms` each.

@@ -184,6 +184,16 @@ impl IceLite {
         }
     }
 
+    /// New credentials of ours (an ICE restart, RFC 8445 §9): checks signed with the old
+    /// password fail from now on. The selected address and its consent stay until the
+    /// browser nominates again with the new ones.
+    pub fn set_local_credentials(&mut self, ufrag: String, pwd: String) {
+        self.integrity =
+            MessageIntegrity::new_short_term_integrity_with_provider(pwd.clone(), &CRYPTO);
+        self.local_ufrag = ufrag;
+        self.local_pwd = pwd;
+    }
+
     /// Our ufrag, as put in our SDP.
     pub fn local_ufrag(&self) -> &str {
         &self.local_ufrag

@@ -142,6 +142,17 @@ pub enum Command {
         /// call's current codecs (or none, for passthrough).
         transcoder: Option<Box<Transcoder>>,
     },
+    /// A new browser description for a running call (`renegotiate`): an ICE restart when
+    /// `local` brings new credentials of ours, a new DTLS handshake when the browser's
+    /// fingerprint changed.
+    RenewBrowser {
+        /// Call.
+        id: u64,
+        /// The browser's new description.
+        remote: BrowserRemote,
+        /// Our new ICE ufrag and password, on a restart.
+        local: Option<(String, String)>,
+    },
     /// Hold state: while held, nothing is sent to the far end and silence is no time-out.
     Hold {
         /// Call.
@@ -189,6 +200,9 @@ pub struct NewCall {
     pub ssrc_to_sip: u32,
     /// Silence that ends the call.
     pub media_timeout: Duration,
+    /// How long the call waits for a browser that went quiet to come back (ICE restart,
+    /// reload) beyond consent loss and the media time-out.
+    pub restart_grace: Duration,
     /// Where events go.
     pub events: UnboundedSender<MediaEvent>,
     /// Counters read by REST.
@@ -223,6 +237,10 @@ struct Call {
     /// an incoming call may ring as long as its caller lets it.
     connecting_since: Option<Instant>,
     media_timeout: Duration,
+    restart_grace: Duration,
+    /// RFC 7675: false once the browser's consent expired; nothing is sent to it until it
+    /// checks again. Updated every tick, read per packet.
+    consent: bool,
     last_browser_rx: Option<Instant>,
     sip_since: Option<Instant>,
     held: bool,
@@ -402,6 +420,7 @@ impl Worker {
                         call.to_browser.reanchor();
                     }
                 }
+                Command::RenewBrowser { id, remote, local } => self.renew(id, remote, local, now),
                 Command::Hold { id, held } => {
                     if let Some(call) = self.call_mut(id) {
                         if call.held != held {
@@ -435,6 +454,40 @@ impl Worker {
                 }
                 Command::Shutdown => self.running = false,
             }
+        }
+    }
+
+    fn renew(
+        &mut self,
+        id: u64,
+        remote: BrowserRemote,
+        local: Option<(String, String)>,
+        now: Instant,
+    ) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some((ufrag, _)) = &local {
+            self.by_ufrag.remove(call.leg.local_ufrag());
+            self.by_ufrag.insert(ufrag.clone(), slot);
+        }
+        match call.leg.renew(&remote, local, &self.cert, now) {
+            Ok(true) => {
+                // A new browser: its handshake gets the set-up time, and its first packets
+                // restart the numbering toward it.
+                call.connecting_since = Some(now);
+                call.last_browser_rx = None;
+                call.to_browser.reanchor();
+                call.to_sip.reanchor();
+                if let Some(old) = call.browser_path.take() {
+                    self.by_addr.remove(&old.remote);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => call.fail(e),
         }
     }
 
@@ -491,6 +544,8 @@ impl Worker {
             events: new.events,
             connecting_since: new.remote.is_some().then_some(now),
             media_timeout: new.media_timeout,
+            restart_grace: new.restart_grace,
+            consent: true,
             last_browser_rx: None,
             sip_since: None,
             held: false,
@@ -685,6 +740,7 @@ impl Worker {
                     Err(e) => call.fail(e),
                 }
             }
+            call.consent = !call.leg.consent_expired(now, Duration::ZERO);
             call.check_timeouts(now);
             call.send_dtmf(now);
             if now >= call.next_rtcp {
@@ -748,7 +804,9 @@ impl Call {
         {
             return;
         }
-        let Some(to) = self.browser_path else { return };
+        let Some(to) = self.browser_path.filter(|_| self.consent) else {
+            return;
+        };
         if self.leg.protect_rtp(packet, scratch) && browser.send(scratch, to).is_ok() {
             self.counters.sent(scratch.len());
             self.sent_to_browser
@@ -831,7 +889,7 @@ impl Call {
         let wall = std::time::SystemTime::now();
         self.sip
             .send_report(self.to_sip.out_ssrc(), plan.clock_rate, now, wall);
-        if let (Some(to), true) = (self.browser_path, self.leg.is_connected()) {
+        if let (Some(to), true) = (self.browser_path, self.leg.is_connected() && self.consent) {
             let reception = self.browser_in_ssrc.map(|ssrc| Reception {
                 ssrc,
                 stats: &mut self.browser_rx,
@@ -876,21 +934,21 @@ impl Call {
             }
             return;
         }
-        if self.leg.consent_expired(now) {
-            self.fail("ICE consent lost");
+        if self.leg.consent_expired(now, self.restart_grace) {
+            self.fail("ICE consent lost and no ICE restart came");
             return;
         }
         if self.held {
             return;
         }
-        let silent = |since: Option<Instant>| {
-            since.is_some_and(|t| now.saturating_duration_since(t) > self.media_timeout)
+        let silent = |since: Option<Instant>, limit: Duration| {
+            since.is_some_and(|t| now.saturating_duration_since(t) > limit)
         };
         let browser_since = self.last_browser_rx.or(self.connecting_since);
         let sip_since = self.sip.last_rx().or(self.sip_since);
-        let leg = if self.sip_since.is_some() && silent(sip_since) {
+        let leg = if self.sip_since.is_some() && silent(sip_since, self.media_timeout) {
             Some("sip")
-        } else if silent(browser_since) {
+        } else if silent(browser_since, self.media_timeout + self.restart_grace) {
             Some("browser")
         } else {
             None

@@ -85,6 +85,36 @@ impl Agent {
         });
     }
 
+    /// The `renegotiate` reply: our answer, or why the offer cannot be used (the call goes on
+    /// as it was).
+    pub(super) fn renegotiated(
+        &self,
+        request_id: &str,
+        r: Result<String, media::engine::MediaError>,
+    ) {
+        use media::engine::MediaError;
+        let frame = match r {
+            Ok(sdp) => protocol::result(request_id, protocol::Reply::Renegotiated { sdp: &sdp }),
+            Err(e) => {
+                let code = match &e {
+                    MediaError::Sdp(_) | MediaError::Setup(_) | MediaError::NoCommonCodec => {
+                        protocol::ErrorCode::BadRequest
+                    }
+                    MediaError::NotConnected => protocol::ErrorCode::InvalidState,
+                    _ => protocol::ErrorCode::MediaFailed,
+                };
+                info!(error = %e, "renegotiate refused");
+                protocol::error(Some(request_id), code, &format!("payload.sdp: {e}"), None)
+            }
+        };
+        let _ = self.inbox.send(ToSession {
+            call_id: self.id.clone(),
+            frame,
+            ended: false,
+            handle: None,
+        });
+    }
+
     /// New interaction headers from a re-INVITE or NOTIFY: kept, and `callUpdated` when
     /// they differ (Genesys reuses a dialog for another interaction).
     pub(super) fn headers_changed(&mut self, headers: BTreeMap<String, String>) {
@@ -149,7 +179,8 @@ impl Agent {
         let over = || Err("the call is over".to_string());
         while let Ok(cmd) = cmds.try_recv() {
             match cmd {
-                CallCommand::Answer { request_id, .. } => self.reply(&request_id, over()),
+                CallCommand::Answer { request_id, .. }
+                | CallCommand::Renegotiate { request_id, .. } => self.reply(&request_id, over()),
                 CallCommand::Hold { from, .. }
                 | CallCommand::Dtmf { from, .. }
                 | CallCommand::Transfer { from, .. } => self.answer_to(from, over()),

@@ -107,6 +107,10 @@ async fn run(
             Some(CallCommand::AnswerFor(tx)) => {
                 let _ = tx.send(Err("the call is not ringing here".into()));
             }
+            Some(CallCommand::Renegotiate { request_id, .. }) => agent.reply(
+                &request_id,
+                Err("the browser has not answered this call yet".into()),
+            ),
             Some(
                 CallCommand::Hold { from, .. }
                 | CallCommand::Dtmf { from, .. }

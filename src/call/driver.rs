@@ -595,6 +595,14 @@ impl Call {
                     }
                 }
             }
+            Some(CallCommand::Renegotiate { sdp, request_id }) => {
+                let result = self.media.renegotiate(&sdp);
+                if result.is_ok() {
+                    self.codec_changed();
+                }
+                self.agent.renegotiated(&request_id, result);
+                None
+            }
             Some(CallCommand::AnswerFor(tx)) => {
                 let ringing =
                     inbound && matches!(self.state.phase(), Phase::Setup | Phase::Ringing);

@@ -91,6 +91,14 @@ pub enum CallCommand {
         /// The request to answer (`result`, or `error` when the SDP cannot be used).
         request_id: String,
     },
+    /// `renegotiate` with the browser's new offer (ICE restart, a reloaded page's new
+    /// RTCPeerConnection); answered with our SDP, nothing goes toward SIP.
+    Renegotiate {
+        /// The browser's offer.
+        sdp: String,
+        /// The request to answer.
+        request_id: String,
+    },
     /// REST's answer on the agent's behalf: the SIP leg is answered and the browser asked
     /// to join (`answerRequested {by: api}`).
     AnswerFor(oneshot::Sender<Result<(), String>>),

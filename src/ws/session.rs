@@ -13,6 +13,8 @@ use crate::protocol::{self, ErrorCode, Event, Reply, Request};
 use std::collections::HashMap;
 
 use crate::app::App;
+use crate::config::Config;
+use serde_json::Value;
 use crate::auth::Secret;
 use crate::directory::calls::{CallCommand, CallHandle, Requester, ToSession};
 use crate::directory::rfc3339;
@@ -168,6 +170,7 @@ impl Session {
         mut call_rx: mpsc::UnboundedReceiver<ToSession>,
     ) {
         info!("browser connected");
+        let ice_servers = ice_servers_for(&self.app.cfg, &self.id, SystemTime::now());
         let hello = protocol::frame(
             "hello",
             None,
@@ -175,7 +178,7 @@ impl Session {
                 session_id: &self.id,
                 resume_token: &resume_token,
                 version: 1,
-                ice_servers: &self.app.cfg.ice_servers,
+                ice_servers: &ice_servers,
             },
         );
         let mut end = if socket.send(Message::Text(hello.into())).await.is_err() {
@@ -236,7 +239,16 @@ impl Session {
         let mut calls: Vec<&str> = self.calls.keys().map(String::as_str).collect();
         calls.sort();
         let dn = self.reg.as_ref().map(|r| r.dn.as_str());
-        protocol::result(request_id, Reply::Resumed { calls, dn })
+        // Fresh TURN credentials: the page may have outlived the old ones' lifetime.
+        let ice_servers = ice_servers_for(&self.app.cfg, &self.id, SystemTime::now());
+        protocol::result(
+            request_id,
+            Reply::Resumed {
+                calls,
+                dn,
+                ice_servers: &ice_servers,
+            },
+        )
     }
 
     /// The socket loop: requests, registration events, pings.
@@ -506,6 +518,13 @@ impl Session {
             Request::Resume(p) => self.resume(id, p),
             Request::Call(p) => self.call(id, p),
             Request::Answer(p) => self.answer(id, p),
+            Request::Renegotiate(p) => {
+                let sdp = p.sdp;
+                self.call_request(id, &p.call_id, |request_id| CallCommand::Renegotiate {
+                    sdp,
+                    request_id,
+                })
+            }
             Request::Reject(p) => {
                 self.call_command(id, &p.call_id, CallCommand::Reject(p.status.unwrap_or(486)))
             }
@@ -908,4 +927,26 @@ mod tests {
         assert_eq!(lost(408), ("registrar not answering; retrying", None));
         assert_eq!(lost(500), ("refresh refused; retrying", Some(500)));
     }
+}
+
+/// The ICE servers a session hands to `RTCPeerConnection`: the configured list, and with a
+/// TURN shared secret an entry with credentials made for this session, valid for the
+/// configured lifetime from `now`.
+pub(crate) fn ice_servers_for(cfg: &Config, session_id: &str, now: SystemTime) -> Value {
+    let mut list = cfg.ice_servers.as_array().cloned().unwrap_or_default();
+    if let Some(turn) = &cfg.turn {
+        let expires = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(turn.ttl)
+            .as_secs();
+        let (username, credential) =
+            crate::auth::turn_credentials(&turn.secret, session_id, expires);
+        list.push(serde_json::json!({
+            "urls": turn.urls,
+            "username": username,
+            "credential": credential,
+        }));
+    }
+    Value::Array(list)
 }

@@ -32,6 +32,8 @@ const HOST_CANDIDATE_PRIORITY: u32 = 2_130_706_431;
 pub struct WebRtcDescription {
     /// Index of the audio m-line used, for trickled candidates' `sdpMLineIndex`.
     pub mline_index: usize,
+    /// How many m-lines the description has (a re-offer may not remove any, RFC 3264 §8).
+    pub mlines: usize,
     /// `a=ice-ufrag`, media-level or else session-level.
     pub ice_ufrag: String,
     /// `a=ice-pwd`, media-level or else session-level.
@@ -145,6 +147,7 @@ pub fn parse_webrtc(sdp: &str) -> Result<WebRtcDescription, SdpError> {
 
     Ok(WebRtcDescription {
         mline_index: index,
+        mlines: desc.media_descriptions.len(),
         ice_ufrag: ice_ufrag.to_owned(),
         ice_pwd: ice_pwd.to_owned(),
         fingerprint,
