@@ -192,10 +192,11 @@ function newClient(url) {
     log('registrationState', d, d.state === 'registered' ? 'ok' : d.state === 'failed' ? 'error' : 'info');
     setRegState(d.state);
   });
+  // answeredFor lives in the call's `data`, which the client library keeps across a page reload.
   on('incomingCall', (d) => {
     log('incomingCall', d, 'ok');
     const call = c.calls.get(d.callId);
-    if (call && c.autoAnswer && Number.isFinite(d.autoAnswer)) call.answeredFor = 'auto-answer';
+    if (call && c.autoAnswer && Number.isFinite(d.autoAnswer)) call.data.answeredFor = 'auto-answer';
     calls.set(d.callId, call);
     showBanner();
   });
@@ -203,7 +204,21 @@ function newClient(url) {
   on('answerRequested', (d) => {
     log('answerRequested', d, 'ok');
     const call = c.calls.get(d.callId);
-    if (call) call.answeredFor = d.by === 'api' ? 'desktop' : 'remote';
+    if (call) call.data.answeredFor = d.by === 'api' ? 'desktop' : 'remote';
+  });
+  // After a reload: the calls the gateway kept for this session, shown again; their audio follows.
+  on('callRestored', (d) => {
+    log('callRestored', { callId: d.callId, state: d.call.state }, 'ok');
+    calls.set(d.callId, d.call);
+    if (d.call.state === 'incoming') showBanner();
+    else renderCall(d.callId);
+  });
+  on('callRecovery', (d) => {
+    log('callRecovery', d, { recovered: 'ok', failed: 'error' }[d.state] || 'warn');
+    renderCall(d.callId);
+    if (d.state === 'restarting') note(d.callId, 'Reconnecting media…', false, true);
+    else if (d.state === 'recovered') note(d.callId, 'Media reconnected');
+    else note(d.callId, `Media not reconnected: ${d.message || d.code}`, true);
   });
   on('callUpdated', (d) => { log('callUpdated', d); renderCall(d.callId); });
   on('track', (d) => { log('track', { callId: d.callId, kind: d.track.kind }); attachRemote(d.callId, d.stream); });
@@ -228,6 +243,7 @@ async function connected() {
     showBanner();
   }
   if (!client) client = newClient(url);
+  remember(url);
   setConnState(client.state === 'connected' ? 'connected' : 'connecting');
   await client.connect();
   return client;
@@ -304,7 +320,7 @@ function renderCall(callId) {
   const uuidEl = $('.call-uuid', view.li);
   uuidEl.hidden = !uuid;
   if (uuid && $('code', uuidEl).textContent !== uuid) $('code', uuidEl).textContent = uuid;
-  if (call.answeredFor) $('.call-dir', view.li).textContent = `Answered for you (${call.answeredFor})`;
+  if (call.data.answeredFor) $('.call-dir', view.li).textContent = `Answered for you (${call.data.answeredFor})`;
   const text = STATE_TEXT[call.state] || call.state;
   const stateEl = $('.call-state', view.li);
   if (stateEl.textContent !== text) stateEl.textContent = text;
@@ -362,14 +378,15 @@ function updateEmpty() {
   el.callsCount.textContent = n ? `${n} active` : '';
 }
 
-function note(callId, text, isError = false) {
+/** A line under the call; gone after 6 s unless `sticky` (a state that lasts until the next note). */
+function note(callId, text, isError = false, sticky = false) {
   const view = views.get(callId);
   if (!view) return;
   const n = $('.call-note', view.li);
   n.textContent = text;
   n.dataset.error = isError;
   clearTimeout(n._timer);
-  n._timer = setTimeout(() => { n.textContent = ''; }, 6000);
+  if (!sticky) n._timer = setTimeout(() => { n.textContent = ''; }, 6000);
 }
 
 async function act(callId, what, fn) {
@@ -482,16 +499,48 @@ el.dialClear.addEventListener('click', () => { el.dialInput.value = el.dialInput
 el.answerBtn.addEventListener('click', answerRinging);
 el.rejectBtn.addEventListener('click', rejectRinging);
 el.logClear.addEventListener('click', () => el.log.replaceChildren());
-// Leaving the page ends its calls and registration now rather than after the gateway's grace
-// period (a reloaded page cannot take its media back anyway). Best effort: frames already queued.
-addEventListener('pagehide', () => {
-  if (client?.state !== 'connected') return;
-  for (const id of client.calls.keys()) client.hangup(id).catch(() => {});
-  if (regState === 'registered') client.unregister().catch(() => {});
-});
+// Leaving the page keeps its calls and registration for the gateway's grace period: a reload takes
+// them back (the client library keeps the session in sessionStorage); a closed tab's calls end then.
 setRegState('unregistered');
 updateEmpty();
-log('ready', 'enter your extension and register');
+
+// ---------- reload ----------
+
+const URL_KEY = 'gateway-demo:url';
+
+/** The gateway address the session belongs to, for the reload (the client's store is per address). */
+function remember(url) {
+  try { sessionStorage.setItem(URL_KEY, url); } catch { /* no reload then */ }
+}
+
+async function restore() {
+  let url = null;
+  try { url = sessionStorage.getItem(URL_KEY); } catch { /* nothing stored */ }
+  const c = url && newClient(url);
+  const stored = c?.storedSession;
+  if (!stored) return log('ready', 'enter your extension and register');
+  client = c;
+  el.serverUrl.value = url;
+  if (stored.dn) el.dn.value = stored.dn;
+  log('reload', `resuming the session (${stored.callIds.length} call(s))`);
+  setRegState('connecting…');
+  setConnState('connecting');
+  try {
+    const hello = await c.connect();
+    if (!hello.resumed) log('reload', 'the session had ended: register again', 'warn');
+    setRegState(c.registration.state);
+  } catch (e) {
+    log('reload', e, 'error');
+    setRegState('unregistered');
+    setConnState('closed');
+  }
+  // Without a click since the reload the browser may keep audio suspended; the first one resumes it.
+  if (audio().state === 'suspended') {
+    log('audio', 'click anywhere to hear the call', 'warn');
+    addEventListener('pointerdown', () => audio(), { once: true });
+  }
+}
+restore();
 
 window.gatewayDemo = {
   get client() { return client; },
