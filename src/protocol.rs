@@ -723,6 +723,7 @@ pub enum Reply<'a> {
         time: String,
     },
     /// `resume`: the session's calls and its DN.
+    #[serde(rename_all = "camelCase")]
     Resumed {
         /// Live call ids, sorted.
         calls: Vec<&'a str>,

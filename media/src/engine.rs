@@ -727,7 +727,14 @@ impl MediaSession {
             self.local_ice = l.clone();
         }
         self.browser_remote = Some(remote.clone());
-        tracing::info!(ice_restart = restart, new_dtls, "media: browser renegotiated");
+        tracing::info!(
+            "media: browser renegotiated: {}",
+            match (new_dtls, restart) {
+                (true, _) => "a new peer connection (ICE and DTLS start over)",
+                (false, true) => "an ICE restart (DTLS and its keys stay)",
+                (false, false) => "a re-offer (nothing changes on the wire)",
+            }
+        );
         self.send(Command::RenewBrowser {
             id: self.id,
             remote,

@@ -112,6 +112,37 @@ impl Registry {
         }
     }
 
+    /// The session that owns `dn`, if any.
+    pub fn owner(&self, dn: &str) -> Option<String> {
+        self.dns.get(dn).map(|e| e.session_id.clone())
+    }
+
+    /// Moves `dn` from session `from` to `session_id` if `from` still owns it and `password`
+    /// is the one it registered with (compared in constant time): the v1.1 takeover of a DN
+    /// whose browser is gone. The binding at the registrar stays; the new session refreshes it.
+    pub fn take_over(
+        &self,
+        dn: &str,
+        from: &str,
+        session_id: &str,
+        display_name: Option<String>,
+        password: Secret,
+    ) -> Result<(), AlreadyClaimed> {
+        let Some(mut e) = self.dns.get_mut(dn) else {
+            return Err(AlreadyClaimed);
+        };
+        if e.session_id != from
+            || !crate::auth::token_matches(password.expose(), e.password.expose())
+        {
+            return Err(AlreadyClaimed);
+        }
+        e.session_id = session_id.to_string();
+        e.display_name = display_name;
+        e.password = password;
+        e.link = None;
+        Ok(())
+    }
+
     /// Releases `dn` if `session_id` still owns it.
     pub fn release(&self, dn: &str, session_id: &str) {
         self.dns.remove_if(dn, |_, e| e.session_id == session_id);

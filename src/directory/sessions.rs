@@ -2,6 +2,7 @@
 //! operator can disconnect one. A session is in the table from its first socket to its end
 //! (grace period included), so the table's size is the number of open sessions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocket;
@@ -24,6 +25,28 @@ pub struct Resumable {
     pub attach: mpsc::UnboundedSender<Attach>,
     /// Wakes the session to close its socket.
     pub kick: Arc<Notify>,
+    /// Whether a socket is attached, and the DN takeover signal.
+    pub presence: Arc<Presence>,
+}
+
+/// What other sessions may know of one: whether its browser is there, and a way to end it
+/// when a new session takes its DN over (PROTOCOL.md v1.1).
+#[derive(Default)]
+pub struct Presence {
+    connected: AtomicBool,
+    taken_over: Notify,
+}
+
+impl Presence {
+    /// The session's socket came (true) or went (false).
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+
+    /// Resolves when another session took this one's DN over.
+    pub async fn taken_over(&self) {
+        self.taken_over.notified().await
+    }
 }
 
 impl Resumable {
@@ -72,6 +95,26 @@ impl Sessions {
             Some(_) => Err(ResumeRefused::WrongToken),
             None => Err(ResumeRefused::Unknown),
         }
+    }
+
+    /// Ends session `id`, which is in its grace period (no socket), because another session
+    /// took its DN over; false if it is connected or gone.
+    pub fn take_over(&self, id: &str) -> bool {
+        match self.by_id.get(id) {
+            Some(r) if !r.presence.connected.load(Ordering::Acquire) => {
+                // notify_one keeps the permit if the session is not waiting right now.
+                r.presence.taken_over.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether session `id` is open with no socket (its grace period).
+    pub fn in_grace(&self, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|r| !r.presence.connected.load(Ordering::Acquire))
     }
 
     /// Closes session `id`'s socket; false if there is no such session.

@@ -39,7 +39,16 @@ pub struct RegistrationParams {
 
 /// Control of a running registration. Dropping it unregisters.
 pub struct RegistrationHandle {
-    cmd: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    cmd: mpsc::UnboundedSender<Control>,
+}
+
+/// What the owning session asks of its registration.
+enum Control {
+    /// REGISTER with Expires: 0; the sender completes when it is over.
+    Unregister(oneshot::Sender<()>),
+    /// Stop at once and leave the binding as it is: another session took the DN over and
+    /// refreshes the binding itself.
+    Abandon,
 }
 
 impl RegistrationHandle {
@@ -48,8 +57,13 @@ impl RegistrationHandle {
         let (tx, rx) = oneshot::channel();
         // A closed channel means the task already finished: the receiver then errors at
         // once, which callers treat as done.
-        let _ = self.cmd.send(tx);
+        let _ = self.cmd.send(Control::Unregister(tx));
         rx
+    }
+
+    /// Stops refreshing without unregistering: the DN now belongs to another session.
+    pub fn abandon(&self) {
+        let _ = self.cmd.send(Control::Abandon);
     }
 }
 
@@ -83,7 +97,7 @@ async fn run(
     params: RegistrationParams,
     mut recovered: watch::Receiver<u64>,
     events: mpsc::UnboundedSender<RegEvent>,
-    mut cmd_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut cmd_rx: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut machine = Registration::new(params.expires, params.retry);
     // RFC 3261 §10.2.4: one Call-ID for all REGISTERs of a binding, CSeq increasing.
@@ -172,7 +186,11 @@ async fn run(
             }
             cmd = cmd_rx.recv(), if cmd_open => {
                 match cmd {
-                    Some(waiter) => waiters.push(waiter),
+                    Some(Control::Unregister(waiter)) => waiters.push(waiter),
+                    Some(Control::Abandon) => {
+                        info!("DN taken over by another session; its registration goes on there");
+                        return;
+                    }
                     // The handle is gone: nobody owns this DN any more.
                     None => cmd_open = false,
                 }

@@ -13,14 +13,14 @@ use crate::protocol::{self, ErrorCode, Event, Reply, Request};
 use std::collections::HashMap;
 
 use crate::app::App;
-use crate::config::Config;
-use serde_json::Value;
 use crate::auth::Secret;
+use crate::config::Config;
 use crate::directory::calls::{CallCommand, CallHandle, Requester, ToSession};
 use crate::directory::rfc3339;
-use crate::directory::sessions::{Attach, Resumable, ResumeRefused};
+use crate::directory::sessions::{Attach, Presence, Resumable, ResumeRefused};
 use crate::directory::AgentLink;
 use crate::sip::register_task::{self, RegEvent, RegistrationHandle, RegistrationParams};
+use serde_json::Value;
 
 /// How long a session waits for its registration to finish unregistering at the end.
 const UNREGISTER_WAIT: Duration = Duration::from_secs(12);
@@ -44,6 +44,11 @@ struct Registration {
 struct Session {
     app: Arc<App>,
     kick: Arc<tokio::sync::Notify>,
+    /// Whether a socket is attached, and the signal of a DN takeover.
+    presence: Arc<Presence>,
+    /// Another session took the DN over while this one had no socket: end without
+    /// unregistering (the binding is the new session's now).
+    taken_over: bool,
     id: String,
     reg: Option<Registration>,
     reg_tx: mpsc::UnboundedSender<RegEvent>,
@@ -129,17 +134,21 @@ pub async fn run(socket: WebSocket, app: Arc<App>, peer_ip: Option<std::net::IpA
     let (attach_tx, attach_rx) = mpsc::unbounded_channel();
     let token = random_hex();
     let kick = Arc::new(tokio::sync::Notify::new());
+    let presence = Arc::new(Presence::default());
     app.directory.sessions.open(
         &id,
         Resumable {
             token: token.clone(),
             attach: attach_tx,
             kick: kick.clone(),
+            presence: presence.clone(),
         },
     );
     let session = Session {
         app: app.clone(),
         kick,
+        presence,
+        taken_over: false,
         id: id.clone(),
         reg: None,
         reg_tx,
@@ -262,6 +271,7 @@ impl Session {
         // A disconnect asked for while no socket was attached (the grace period) must not
         // close the socket that resumed the session.
         let _ = futures_util::FutureExt::now_or_never(self.kick.notified());
+        self.presence.set_connected(true);
         let ping_every = self.app.cfg.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
@@ -332,10 +342,17 @@ impl Session {
             ?grace,
             "browser gone; keeping the session for the grace period"
         );
+        self.presence.set_connected(false);
+        let presence = self.presence.clone();
         let until = Instant::now() + grace;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return None,
+                _ = presence.taken_over() => {
+                    info!("DN taken over by a new session; ending this one");
+                    self.taken_over = true;
+                    return None;
+                }
                 _ = self.app.shutdown.cancelled() => return None,
                 Some(attach) = attach_rx.recv() => return Some(attach),
                 Some(ev) = reg_rx.recv() => {
@@ -358,6 +375,12 @@ impl Session {
     ) {
         let started = Instant::now();
         self.end_calls(call_rx, None).await;
+        if self.taken_over {
+            if let Some(reg) = self.reg.take() {
+                reg.handle.abandon();
+            }
+            return;
+        }
         // A session in its grace period when SIGTERM came keeps to the shutdown's time too.
         let wait = if self.app.shutdown.is_cancelled() {
             SHUTDOWN_WAIT.saturating_sub(started.elapsed())
@@ -605,7 +628,7 @@ impl Session {
                 )];
             }
         }
-        if self
+        let claimed = self
             .app
             .directory
             .registry
@@ -615,8 +638,8 @@ impl Session {
                 p.display_name.clone(),
                 Secret::new(p.password.clone()),
             )
-            .is_err()
-        {
+            .is_ok();
+        if !claimed && !self.take_over(&p) {
             return vec![protocol::error(
                 Some(&id),
                 ErrorCode::AlreadyRegistered,
@@ -647,6 +670,33 @@ impl Session {
             told: None,
         });
         Vec::new()
+    }
+
+    /// v1.1: a DN held by a session whose browser is gone (its grace period) goes to this
+    /// session when the password is the one it registered with; the old session ends, its
+    /// calls with it. A DN whose session is connected stays where it is.
+    fn take_over(&mut self, p: &protocol::RegisterPayload) -> bool {
+        let dir = &self.app.directory;
+        let Some(owner) = dir.registry.owner(&p.dn) else {
+            return false;
+        };
+        if owner == self.id || !dir.sessions.in_grace(&owner) {
+            return false;
+        }
+        let moved = dir.registry.take_over(
+            &p.dn,
+            &owner,
+            &self.id,
+            p.display_name.clone(),
+            Secret::new(p.password.clone()),
+        );
+        if moved.is_err() {
+            info!(dn = %p.dn, "DN takeover refused: wrong password or the owner changed");
+            return false;
+        }
+        dir.sessions.take_over(&owner);
+        info!(dn = %p.dn, from = %owner, "DN taken over from a session in its grace period");
+        true
     }
 
     fn resume(&mut self, id: String, p: protocol::ResumePayload) -> Vec<String> {

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod coturn;
 pub mod far_end;
 pub mod gateway;
 pub mod kamailio;

@@ -421,6 +421,26 @@ impl Peer {
         Ok(self.local_sdp().await)
     }
 
+    /// A re-offer on this connection with new ICE credentials (an ICE restart, as
+    /// `createOffer({iceRestart: true})`), applied locally; the SDP.
+    pub async fn create_restart_offer(&self) -> String {
+        let options = rtc::peer_connection::configuration::RTCOfferOptions {
+            ice_restart: true,
+            ..Default::default()
+        };
+        let offer = self
+            .pc
+            .create_offer(Some(options))
+            .await
+            .expect("create_offer(iceRestart)");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("set_local_description(restart offer)");
+        self.wait_gathered().await;
+        self.local_sdp().await
+    }
+
     /// [`try_create_offer`](Self::try_create_offer), panicking on error.
     pub async fn create_offer(&self) -> String {
         self.try_create_offer().await.expect("create offer")
