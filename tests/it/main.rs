@@ -4,6 +4,7 @@
 
 mod common;
 
+mod agent_networks;
 mod api;
 mod browser;
 mod calls;

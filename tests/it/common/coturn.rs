@@ -27,7 +27,7 @@ impl Coturn {
                 "listening-ip={ip}\nrelay-ip={ip}\nlistening-port={port}\n\
                  use-auth-secret\nstatic-auth-secret={secret}\nrealm=gateway.test\n\
                  no-tls\nno-dtls\nno-cli\nallow-loopback-peers\nno-software-attribute\n\
-                 log-file={}\nsimple-log\npidfile={}\n",
+                 verbose\nlog-file={}\nsimple-log\npidfile={}\n",
                 dir.join("turn.log").display(),
                 dir.join("turn.pid").display()
             ),

@@ -76,26 +76,7 @@ impl Netns {
 
     /// Loads an nftables ruleset (`nft -f -`) inside the namespace.
     pub fn nft(&self, ruleset: &str) {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft (Debian package nftables)");
-        child
-            .stdin
-            .take()
-            .expect("nft stdin")
-            .write_all(ruleset.as_bytes())
-            .expect("write ruleset");
-        let out = child.wait_with_output().expect("nft");
-        assert!(
-            out.status.success(),
-            "nft in {}: {}\n{ruleset}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_in(&self.name, ruleset);
     }
 
     /// Runs `f` on a new thread inside the namespace and returns its result.
@@ -125,4 +106,29 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Loads an nftables ruleset (`nft -f -`) inside namespace `name` (for a thread that holds
+/// only the name, e.g. one running inside another namespace).
+pub fn nft_in(name: &str, ruleset: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (Debian package nftables)");
+    child
+        .stdin
+        .take()
+        .expect("nft stdin")
+        .write_all(ruleset.as_bytes())
+        .expect("write ruleset");
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft in {}: {}\n{ruleset}",
+        name,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
