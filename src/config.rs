@@ -994,6 +994,76 @@ mod tests {
     }
 
     #[test]
+    fn turn_rest_credentials_need_a_secret_and_turn_urls() {
+        let c = resolve(Cli {
+            turn_secret: Some("s3cret".into()),
+            turn_urls: Some(
+                "turn:turn.example.com:3478?transport=tcp, turns:turn.example.com:443".into(),
+            ),
+            turn_ttl: Some("600".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        let turn = c.turn.expect("TURN REST settings");
+        assert_eq!(turn.urls.len(), 2);
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        assert!(resolve(Cli::default()).expect("valid").turn.is_none());
+        for (cli, flag) in [
+            (
+                Cli {
+                    turn_secret: Some("s3cret".into()),
+                    ..Cli::default()
+                },
+                "--turn-urls",
+            ),
+            (
+                Cli {
+                    turn_urls: Some("turn:x:3478".into()),
+                    ..Cli::default()
+                },
+                "--turn-secret",
+            ),
+            (
+                Cli {
+                    turn_secret: Some("s3cret".into()),
+                    turn_urls: Some("stun:x:3478".into()),
+                    ..Cli::default()
+                },
+                "--turn-urls",
+            ),
+            (
+                Cli {
+                    turn_secret: Some("s3cret".into()),
+                    turn_urls: Some("turn:x:3478".into()),
+                    turn_ttl: Some("5".into()),
+                    ..Cli::default()
+                },
+                "--turn-ttl",
+            ),
+        ] {
+            let e = resolve(cli).unwrap_err();
+            assert!(e.contains(flag), "{e}");
+            assert!(!e.contains("s3cret"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn the_ice_restart_grace_defaults_to_the_grace_period() {
+        let c = resolve(Cli {
+            grace_period: Some("45".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        assert_eq!(c.ice_restart_grace, Duration::from_secs(45));
+        let c = resolve(Cli {
+            ice_restart_grace: Some("90".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        assert_eq!(c.ice_restart_grace, Duration::from_secs(90));
+    }
+
+    #[test]
     fn tcp_upstream_and_domain() {
         let c = resolve(Cli {
             sip_upstream: Some("sip:10.1.2.3:5080;transport=tcp".into()),

@@ -426,10 +426,15 @@ mod tests {
 
     /// A browser's connectivity check, signed with our password.
     fn check(nominate: bool) -> Vec<u8> {
+        check_as(OUR_UFRAG, OUR_PWD, "brws", nominate)
+    }
+
+    /// A check for our credentials `ufrag`/`pwd` from the browser's `theirs`.
+    fn check_as(ufrag: &str, pwd: &str, theirs: &str, nominate: bool) -> Vec<u8> {
         let mut m = Message::new();
         m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())])
             .unwrap();
-        Username::new(ATTR_USERNAME, format!("{OUR_UFRAG}:brws"))
+        Username::new(ATTR_USERNAME, format!("{ufrag}:{theirs}"))
             .add_to(&mut m)
             .unwrap();
         raw(ATTR_ICE_CONTROLLING, &7u64.to_be_bytes())
@@ -441,7 +446,7 @@ mod tests {
         if nominate {
             raw(ATTR_USE_CANDIDATE, &[]).add_to(&mut m).unwrap();
         }
-        MessageIntegrity::new_short_term_integrity_with_provider(OUR_PWD.into(), &CRYPTO)
+        MessageIntegrity::new_short_term_integrity_with_provider(pwd.into(), &CRYPTO)
             .add_to(&mut m)
             .unwrap();
         FINGERPRINT.add_to(&mut m).unwrap();
@@ -485,6 +490,62 @@ mod tests {
             sent.push((d.to_vec(), p))
         });
         (result, sent)
+    }
+
+    #[test]
+    fn an_ice_restart_takes_new_credentials_and_keeps_the_association() {
+        let now = Instant::now();
+        let cert = DtlsCertificate::generate().unwrap();
+        let mut leg = leg(DtlsRole::Client, now);
+        let first = path("198.51.100.7:50000", "192.0.2.10");
+        assert!(feed(&mut leg, &check(true), first, now).0.is_ok());
+        let same_cert = leg.remote_fingerprint.clone().unwrap();
+        let restarted = BrowserRemote {
+            ice_ufrag: "brw2".into(),
+            ice_pwd: "browserPasswordNumberTwo".into(),
+            fingerprint: same_cert,
+            role: DtlsRole::Client,
+        };
+        let renewed = leg.renew(
+            &restarted,
+            Some(("newUfrag".into(), "newPasswordNewPassword24".into())),
+            &cert,
+            now,
+        );
+        assert!(!renewed.unwrap(), "the same certificate keeps DTLS");
+        // Checks with the old credentials go unanswered; the new ones are answered, and a
+        // nomination from the browser's new address moves the path there.
+        let (_, sent) = feed(&mut leg, &check(true), first, now);
+        assert!(sent.is_empty(), "old credentials answered");
+        let moved = path("203.0.113.9:41000", "192.0.2.10");
+        let new_check = check_as("newUfrag", "newPasswordNewPassword24", "brw2", true);
+        let (result, sent) = feed(&mut leg, &new_check, moved, now);
+        assert!(result.is_ok());
+        assert!(crate::ice_lite::is_stun(&sent[0].0));
+        assert_eq!(leg.selected(), Some(moved));
+    }
+
+    #[test]
+    fn a_new_certificate_starts_dtls_over_on_the_next_nomination() {
+        let now = Instant::now();
+        let mut leg = leg(DtlsRole::Client, now);
+        let first = path("198.51.100.7:50000", "192.0.2.10");
+        assert!(feed(&mut leg, &check(true), first, now).0.is_ok());
+        let other = DtlsCertificate::generate().unwrap();
+        let fresh = BrowserRemote {
+            ice_ufrag: "brws".into(),
+            ice_pwd: "browserPasswordBrowserPw".into(),
+            fingerprint: other.fingerprint().to_string(),
+            role: DtlsRole::Client,
+        };
+        assert!(leg.renew(&fresh, None, &other, now).unwrap());
+        assert!(!leg.is_connected());
+        assert_eq!(leg.selected(), None, "the old browser's path is forgotten");
+        // The new browser's nomination gets our new ClientHello along its path.
+        let reloaded = path("198.51.100.7:50002", "192.0.2.10");
+        let (_, sent) = feed(&mut leg, &check(true), reloaded, now);
+        assert!(sent.len() >= 2, "{} datagrams", sent.len());
+        assert!(sent.iter().all(|(_, p)| *p == reloaded));
     }
 
     #[test]

@@ -1352,4 +1352,23 @@ mod tests {
         fn assert_sync<T: Sync>() {}
         assert_sync::<DtlsCertificate>();
     }
+
+    #[test]
+    fn a_reoffer_keeps_our_role_or_is_refused() {
+        assert_eq!(
+            keep_role(DtlsRole::Client, "actpass"),
+            Some((DtlsRole::Client, "active"))
+        );
+        assert_eq!(
+            keep_role(DtlsRole::Server, "actpass"),
+            Some((DtlsRole::Server, "passive"))
+        );
+        assert_eq!(
+            keep_role(DtlsRole::Server, "active"),
+            Some((DtlsRole::Server, "passive"))
+        );
+        assert_eq!(keep_role(DtlsRole::Client, "active"), None);
+        assert_eq!(keep_role(DtlsRole::Server, "passive"), None);
+        assert_eq!(keep_role(DtlsRole::Client, "holdconn"), None);
+    }
 }

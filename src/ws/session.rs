@@ -956,6 +956,28 @@ impl Session {
     }
 }
 
+/// The ICE servers a session hands to `RTCPeerConnection`: the configured list, and with a
+/// TURN shared secret an entry with credentials made for this session, valid for the
+/// configured lifetime from `now`.
+pub(crate) fn ice_servers_for(cfg: &Config, session_id: &str, now: SystemTime) -> Value {
+    let mut list = cfg.ice_servers.as_array().cloned().unwrap_or_default();
+    if let Some(turn) = &cfg.turn {
+        let expires = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(turn.ttl)
+            .as_secs();
+        let (username, credential) =
+            crate::auth::turn_credentials(&turn.secret, session_id, expires);
+        list.push(serde_json::json!({
+            "urls": turn.urls,
+            "username": username,
+            "credential": credential,
+        }));
+    }
+    Value::Array(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -977,26 +999,30 @@ mod tests {
         assert_eq!(lost(408), ("registrar not answering; retrying", None));
         assert_eq!(lost(500), ("refresh refused; retrying", Some(500)));
     }
-}
 
-/// The ICE servers a session hands to `RTCPeerConnection`: the configured list, and with a
-/// TURN shared secret an entry with credentials made for this session, valid for the
-/// configured lifetime from `now`.
-pub(crate) fn ice_servers_for(cfg: &Config, session_id: &str, now: SystemTime) -> Value {
-    let mut list = cfg.ice_servers.as_array().cloned().unwrap_or_default();
-    if let Some(turn) = &cfg.turn {
-        let expires = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_add(turn.ttl)
-            .as_secs();
-        let (username, credential) =
-            crate::auth::turn_credentials(&turn.secret, session_id, expires);
-        list.push(serde_json::json!({
-            "urls": turn.urls,
-            "username": username,
-            "credential": credential,
-        }));
+    #[test]
+    fn ice_servers_carry_per_session_turn_credentials_valid_for_the_ttl() {
+        let cli = crate::config::Cli {
+            ice_servers: Some(r#"[{"urls":"stun:stun.example.com"}]"#.into()),
+            turn_secret: Some("north".into()),
+            turn_urls: Some("turns:turn.example.com:443?transport=tcp".into()),
+            turn_ttl: Some("3600".into()),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(cli).expect("config");
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let list = ice_servers_for(&cfg, "s1", now);
+        assert_eq!(list[0]["urls"], "stun:stun.example.com");
+        assert_eq!(
+            list[1]["urls"][0],
+            "turns:turn.example.com:443?transport=tcp"
+        );
+        assert_eq!(list[1]["username"], "1800003600:s1");
+        let (_, expected) =
+            crate::auth::turn_credentials(&Secret::new("north".into()), "s1", 1_800_003_600);
+        assert_eq!(list[1]["credential"], expected.as_str());
+        assert!(!list.to_string().contains("north"));
+        let other = ice_servers_for(&cfg, "s2", now);
+        assert_ne!(other[1]["credential"], list[1]["credential"]);
     }
-    Value::Array(list)
 }

@@ -424,10 +424,7 @@ impl Peer {
     /// A re-offer on this connection with new ICE credentials (an ICE restart, as
     /// `createOffer({iceRestart: true})`), applied locally; the SDP.
     pub async fn create_restart_offer(&self) -> String {
-        let options = rtc::peer_connection::configuration::RTCOfferOptions {
-            ice_restart: true,
-            ..Default::default()
-        };
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
         let offer = self
             .pc
             .create_offer(Some(options))
