@@ -423,7 +423,7 @@ export class GatewayClient extends EventTarget {
 
   _up(detail) {
     this.state = 'connected';
-    this._attempt = 0;
+    this._attempt = this._quickRetries = 0;
     clearInterval(this._pinger);
     if (this.keepAlive > 0) this._pinger = setInterval(() => this._probe(), this.keepAlive);
     this._emit('connection', detail);
@@ -456,7 +456,10 @@ export class GatewayClient extends EventTarget {
       this._emit('connection', { state: 'reconnecting' });
     }
     const d = this.reconnectDelays;
-    this._timer = setTimeout(() => this._open(true), delay ?? d[Math.min(this._attempt++, d.length - 1)]);
+    // Right after `online` the new network may not route yet (DHCP, routes, VPN still coming up):
+    // retry briefly and often before falling back to the backoff.
+    const quick = this._quickRetries > 0 ? (this._quickRetries--, 150) : undefined;
+    this._timer = setTimeout(() => this._open(true), delay ?? quick ?? d[Math.min(this._attempt++, d.length - 1)]);
   }
 
   /**
@@ -466,6 +469,7 @@ export class GatewayClient extends EventTarget {
   _networkBack() {
     if (this.autoReconnect) {
       this._attempt = 0;
+      this._quickRetries = 10;
       const ws = this._ws;
       if (this.state === 'connected' && ws) {
         ws.close();

@@ -20,6 +20,30 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// Runs `ip -n NAME -batch -` with `commands`, one per line, in one process: changes that
+/// must land together (a link and its route) with no gap a watcher could see.
+pub fn ip_batch(name: &str, commands: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-n", name, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip (Debian package iproute2)");
+    child
+        .stdin
+        .take()
+        .expect("ip stdin")
+        .write_all(commands.as_bytes())
+        .expect("write commands");
+    let out = child.wait_with_output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip -batch in {name}: {}\n{commands}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether namespaces can be made here (root, `ip netns`).
 pub fn available() -> bool {
     // SAFETY: geteuid has no preconditions.
