@@ -5,6 +5,7 @@ pub mod browser_leg;
 pub mod dtls;
 pub mod dtmf;
 pub mod engine;
+pub mod ice_tcp;
 pub mod ice_lite;
 pub mod ports;
 pub mod relay;

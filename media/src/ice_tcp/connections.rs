@@ -1,0 +1,316 @@
+//! A worker's ICE-TCP connections: reading frames off them, writing frames to them through a
+//! bounded queue, and closing them. The worker decides what a frame means (see
+//! `worker/ice_tcp.rs`); this table only moves bytes and remembers which call a connection
+//! belongs to.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::framing::{Deframer, FrameQueue};
+use super::TcpConnId;
+use crate::udp::{Batch, Path, Socket, Transport};
+
+/// The first poll token of ICE-TCP connections in a worker; the worker's own tokens (its UDP
+/// sockets) stay below it.
+pub const TOKEN_BASE: usize = 1 << 30;
+
+/// Connections one worker keeps at most; more are refused, so a flood of valid-looking checks
+/// cannot exhaust descriptors or memory.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Receive buffer per connection: several frames per read.
+pub const RX_CAPACITY: usize = 8 * 1024;
+
+/// Bytes of frames that may wait for a slow reader: about half a second of Opus at 64 kbit/s.
+/// Beyond it packets are dropped; old audio is worth less than a connection that keeps up.
+pub const TX_CAPACITY: usize = 32 * 1024;
+
+/// The call a connection belongs to: its slot on the worker and its engine-wide id (a slot is
+/// reused by later calls; the id tells them apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Slot in the worker's call table.
+    pub slot: usize,
+    /// Engine-wide call id.
+    pub call: u64,
+}
+
+struct Conn {
+    id: TcpConnId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: IpAddr,
+    owner: Owner,
+    /// Taken out while its frames are handled (they borrow it while the leg writes replies
+    /// through this table).
+    rx: Option<Deframer>,
+    tx: FrameQueue,
+    /// A write failed or the peer closed: no more sends; closed at the next sweep.
+    broken: bool,
+    dropped: u64,
+}
+
+/// What a read left behind.
+#[derive(Debug)]
+pub enum Fill {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The receive buffer is full: pop frames, then read again.
+    Full,
+    /// The peer closed its side (frames already read still count).
+    Closed,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// The ICE-TCP connections of one worker, indexed by their poll token.
+#[derive(Default)]
+pub struct Connections {
+    slots: Vec<Option<Conn>>,
+    adopted: u64,
+    live: usize,
+}
+
+impl Connections {
+    /// No connections.
+    pub fn new() -> Connections {
+        Connections::default()
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The table index of a poll token, if it is a connection's.
+    pub fn index_of(token: Token) -> Option<usize> {
+        token.0.checked_sub(TOKEN_BASE)
+    }
+
+    /// Takes over an accepted stream for `owner`, with what was already read from it in `rx`,
+    /// and polls it under its own token. Errs when the worker has too many connections.
+    pub fn adopt(
+        &mut self,
+        registry: &Registry,
+        mut stream: TcpStream,
+        remote: SocketAddr,
+        local: IpAddr,
+        rx: Deframer,
+        owner: Owner,
+    ) -> io::Result<(usize, TcpConnId)> {
+        if self.live >= MAX_CONNECTIONS {
+            return Err(io::Error::other(format!(
+                "{MAX_CONNECTIONS} ICE-TCP connections already open on this worker"
+            )));
+        }
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        registry.register(
+            &mut stream,
+            Token(TOKEN_BASE + index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.adopted += 1;
+        // Index in the low half, a count of adoptions in the high one: unique for the worker's
+        // life, and the index is found again without a search.
+        let id = TcpConnId((self.adopted << 32) | index as u64);
+        self.slots[index] = Some(Conn {
+            id,
+            stream,
+            remote,
+            local,
+            owner,
+            rx: Some(rx),
+            tx: FrameQueue::with_capacity(TX_CAPACITY),
+            broken: false,
+            dropped: 0,
+        });
+        self.live += 1;
+        Ok((index, id))
+    }
+
+    /// The path a connection's frames take, and the call it belongs to.
+    pub fn path(&self, index: usize) -> Option<(Path, Owner)> {
+        let c = self.slots.get(index)?.as_ref()?;
+        Some((
+            Path {
+                remote: c.remote,
+                local: Some(c.local),
+                transport: Transport::Tcp(c.id),
+            },
+            c.owner,
+        ))
+    }
+
+    /// Takes a connection's receive buffer, to handle its frames; give it back with
+    /// [`Connections::put_rx`].
+    pub fn take_rx(&mut self, index: usize) -> Option<Deframer> {
+        self.slots.get_mut(index)?.as_mut()?.rx.take()
+    }
+
+    /// Gives a receive buffer back, if its connection is still open.
+    pub fn put_rx(&mut self, index: usize, rx: Deframer) {
+        if let Some(c) = self.slots.get_mut(index).and_then(Option::as_mut) {
+            c.rx = Some(rx);
+        }
+    }
+
+    /// Reads what the socket has into `rx`, until it has nothing more or `rx` is full.
+    pub fn fill(&mut self, index: usize, rx: &mut Deframer) -> Fill {
+        let Some(c) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return Fill::Closed;
+        };
+        loop {
+            let spare = rx.spare();
+            if spare.is_empty() {
+                return Fill::Full;
+            }
+            match c.stream.read(spare) {
+                Ok(0) => return Fill::Closed,
+                Ok(n) => rx.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fill::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Fill::Failed(e),
+            }
+        }
+    }
+
+    /// Frames `packet` onto connection `id`. Errs (and the packet is dropped) when the
+    /// connection is gone or broken, or its queue is full.
+    pub fn send(&mut self, id: TcpConnId, packet: &[u8]) -> io::Result<()> {
+        let Some(c) = self.get_mut(id) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if c.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if let Err(e) = c.tx.push(packet) {
+            c.dropped += 1;
+            if c.dropped == 1 {
+                tracing::debug!(remote = %c.remote, error = %e, "ICE-TCP: dropping packets for a slow reader");
+            }
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, e));
+        }
+        flush(c);
+        if c.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(())
+    }
+
+    /// The socket can take more: writes what waits.
+    pub fn on_writable(&mut self, index: usize) {
+        if let Some(c) = self.slots.get_mut(index).and_then(Option::as_mut) {
+            flush(c);
+        }
+    }
+
+    /// Closes connection `index`, saying why (at debug level: peers close all the time).
+    pub fn close(&mut self, index: usize, registry: &Registry, why: &str) {
+        let Some(mut c) = self.slots.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        self.live -= 1;
+        let _ = registry.deregister(&mut c.stream);
+        tracing::debug!(
+            remote = %c.remote,
+            call = c.owner.call,
+            dropped = c.dropped,
+            "ICE-TCP connection closed: {why}"
+        );
+    }
+
+    /// Closes every connection of the call in `slot` (the call ended).
+    pub fn close_owned_by(&mut self, slot: usize, registry: &Registry) {
+        for index in 0..self.slots.len() {
+            if self.slots[index]
+                .as_ref()
+                .is_some_and(|c| c.owner.slot == slot)
+            {
+                self.close(index, registry, "the call ended");
+            }
+        }
+    }
+
+    /// Closes the connections a write found broken.
+    pub fn sweep(&mut self, registry: &Registry) {
+        for index in 0..self.slots.len() {
+            if self.slots[index].as_ref().is_some_and(|c| c.broken) {
+                self.close(index, registry, "write failed");
+            }
+        }
+    }
+
+    fn get_mut(&mut self, id: TcpConnId) -> Option<&mut Conn> {
+        let index = (id.0 & 0xffff_ffff) as usize;
+        self.slots
+            .get_mut(index)?
+            .as_mut()
+            .filter(|c| c.id == id)
+    }
+}
+
+/// Writes what the queue holds until the socket would block.
+fn flush(c: &mut Conn) {
+    while !c.tx.is_empty() {
+        match c.stream.write(c.tx.pending()) {
+            Ok(0) => {
+                c.broken = true;
+                return;
+            }
+            Ok(n) => c.tx.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                c.broken = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Everything a worker's browser legs send through: its UDP socket and its ICE-TCP
+/// connections, chosen by the path's transport.
+pub struct BrowserSockets {
+    /// The worker's browser-facing UDP socket.
+    pub udp: Socket,
+    /// Its ICE-TCP connections.
+    pub tcp: Connections,
+}
+
+impl BrowserSockets {
+    /// The UDP socket, no connections yet.
+    pub fn new(udp: Socket) -> BrowserSockets {
+        BrowserSockets {
+            udp,
+            tcp: Connections::new(),
+        }
+    }
+
+    /// Receives datagrams on the UDP socket (see [`Socket::recv`]).
+    pub fn recv(&self, batch: &mut Batch) -> io::Result<usize> {
+        self.udp.recv(batch)
+    }
+
+    /// Sends one packet along `path`: a datagram, or a frame on its connection.
+    #[inline]
+    pub fn send(&mut self, data: &[u8], path: Path) -> io::Result<()> {
+        match path.transport {
+            Transport::Udp => self.udp.send(data, path),
+            Transport::Tcp(id) => self.tcp.send(id, data),
+        }
+    }
+}
