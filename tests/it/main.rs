@@ -11,6 +11,7 @@ mod cli;
 mod cti;
 mod docker;
 mod genesys;
+mod ice_tcp;
 mod layers;
 mod limits;
 mod registration;
