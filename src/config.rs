@@ -312,11 +312,8 @@ const ORIGINS: Setting = Setting::new(
 const RTP_TIMEOUT: Setting = Setting::new("rtp-timeout", "GATEWAY_RTP_TIMEOUT", "rtp_timeout");
 const MEDIA_WORKERS: Setting =
     Setting::new("media-workers", "GATEWAY_MEDIA_WORKERS", "media_workers");
-const ICE_TCP_LISTEN: Setting = Setting::new(
-    "ice-tcp-listen",
-    "GATEWAY_ICE_TCP_LISTEN",
-    "ice_tcp_listen",
-);
+const ICE_TCP_LISTEN: Setting =
+    Setting::new("ice-tcp-listen", "GATEWAY_ICE_TCP_LISTEN", "ice_tcp_listen");
 
 const SESSION_EXPIRES: Setting = Setting::new(
     "session-expires",
@@ -869,7 +866,10 @@ mod tests {
             ..Cli::default()
         })
         .expect("valid");
-        assert_eq!(c.ice_tcp_listen, Some("0.0.0.0:4443".parse().expect("addr")));
+        assert_eq!(
+            c.ice_tcp_listen,
+            Some("0.0.0.0:4443".parse().expect("addr"))
+        );
         for bad in ["4443", "0.0.0.0:0", "host:4443", ""] {
             let err = resolve(Cli {
                 ice_tcp_listen: Some(bad.into()),

@@ -87,7 +87,8 @@ impl RtpPeer {
 
     /// Where to send and from which of our addresses, if anywhere.
     pub fn path(&self) -> Option<Path> {
-        self.destination().map(|remote| Path::udp(remote, self.local))
+        self.destination()
+            .map(|remote| Path::udp(remote, self.local))
     }
 
     /// When media last arrived from the far end.

@@ -16,12 +16,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Received};
 use crate::dtls::DtlsCertificate;
+use crate::ice_tcp::BrowserSockets;
 use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
 use crate::transcode::{LawMap, TranscodePlan, Transcoder, G711};
-use crate::ice_tcp::BrowserSockets;
 use crate::udp::{Batch, Path, Socket, MTU};
 
 mod tcp;

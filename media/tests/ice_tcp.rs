@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use media::engine::{MediaConfig, MediaEngine, Outbound};
 use rtc_stun::attributes::{
-    AttrType, RawAttribute, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME,
-    ATTR_USE_CANDIDATE,
+    AttrType, RawAttribute, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
 };
 use rtc_stun::crypto::providers::RingCrypto;
 use rtc_stun::fingerprint::FINGERPRINT;
@@ -47,7 +46,11 @@ struct Answer {
 
 fn read_answer(call: &Outbound) -> Answer {
     let d = media::sdp::parse_webrtc(&call.browser_answer).expect("our answer parses");
-    let tcp: Vec<&String> = d.candidates.iter().filter(|c| c.contains(" tcp ")).collect();
+    let tcp: Vec<&String> = d
+        .candidates
+        .iter()
+        .filter(|c| c.contains(" tcp "))
+        .collect();
     assert_eq!(tcp.len(), 1, "{:?}", d.candidates);
     let fields: Vec<&str> = tcp[0].split_whitespace().collect();
     assert_eq!(fields[4], "127.0.0.1");
@@ -82,7 +85,9 @@ fn check(a: &Answer) -> (Vec<u8>, TransactionId) {
     raw(ATTR_PRIORITY, &0x6e7f_1eff_u32.to_be_bytes())
         .add_to(&mut m)
         .expect("priority");
-    raw(ATTR_USE_CANDIDATE, &[]).add_to(&mut m).expect("nominate");
+    raw(ATTR_USE_CANDIDATE, &[])
+        .add_to(&mut m)
+        .expect("nominate");
     MessageIntegrity::new_short_term_integrity_with_provider(a.pwd.clone(), &CRYPTO)
         .add_to(&mut m)
         .expect("integrity");
@@ -212,12 +217,18 @@ fn hostile_connections_are_closed_and_leave_calls_alone() {
         &mut silent,
         media::ice_tcp::acceptor::FIRST_CHECK_TIMEOUT + Duration::from_secs(2)
     ));
-    assert!(start.elapsed() >= media::ice_tcp::acceptor::FIRST_CHECK_TIMEOUT - Duration::from_millis(100));
+    assert!(
+        start.elapsed()
+            >= media::ice_tcp::acceptor::FIRST_CHECK_TIMEOUT - Duration::from_millis(100)
+    );
 
     // Bad framing on the call's own connection closes that connection only.
     let mut second = answered_on_tcp(&a);
     second.write_all(&[0xff, 0xff]).expect("write");
-    assert!(closed_within(&mut second, READ), "bad framing after the check");
+    assert!(
+        closed_within(&mut second, READ),
+        "bad framing after the check"
+    );
     let (req, tid) = check(&a);
     good.write_all(&framed(&req)).expect("write");
     let mut resp = Message::new();

@@ -266,10 +266,7 @@ impl Connections {
 
     fn get_mut(&mut self, id: TcpConnId) -> Option<&mut Conn> {
         let index = (id.0 & 0xffff_ffff) as usize;
-        self.slots
-            .get_mut(index)?
-            .as_mut()
-            .filter(|c| c.id == id)
+        self.slots.get_mut(index)?.as_mut().filter(|c| c.id == id)
     }
 }
 

@@ -267,7 +267,10 @@ mod tests {
         let mut d = Deframer::with_capacity(0);
         d.push(&framed(&[b"ok"]));
         d.push(&[0, 0]);
-        assert_eq!(d.pop().map(|f| f.map(<[u8]>::to_vec)), Ok(Some(b"ok".to_vec())));
+        assert_eq!(
+            d.pop().map(|f| f.map(<[u8]>::to_vec)),
+            Ok(Some(b"ok".to_vec()))
+        );
         assert_eq!(d.pop(), Err(FrameError::Empty));
 
         // The largest allowed frame is fine.
@@ -309,9 +312,6 @@ mod tests {
         assert!(q.is_empty());
 
         assert_eq!(q.push(&[]), Err(QueueError::Size(0)));
-        assert_eq!(
-            q.push(&vec![0; 70_000]),
-            Err(QueueError::Size(70_000))
-        );
+        assert_eq!(q.push(&vec![0; 70_000]), Err(QueueError::Size(70_000)));
     }
 }
