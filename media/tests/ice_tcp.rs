@@ -183,7 +183,7 @@ fn hostile_connections_are_closed_and_leave_calls_alone() {
     let a = read_answer(&call);
     let mut good = answered_on_tcp(&a);
 
-    let bad: [(&str, Vec<u8>); 5] = [
+    let bad: [(&str, Vec<u8>); 6] = [
         ("not STUN", framed(b"GET / HTTP/1.1\r\n\r\n")),
         ("frame above the MTU", vec![0x05, 0xdd]),
         ("zero-length frame", vec![0, 0]),
@@ -191,6 +191,14 @@ fn hostile_connections_are_closed_and_leave_calls_alone() {
             let other = Answer {
                 ufrag: media::ice_tcp::ufrag_for_worker(0, "nobodys1"),
                 pwd: a.pwd.clone(),
+                tcp_port: a.tcp_port,
+            };
+            framed(&check(&other).0)
+        }),
+        ("our ufrag with a wrong password", {
+            let other = Answer {
+                ufrag: a.ufrag.clone(),
+                pwd: "notOurPasswordNotOurPass".into(),
                 tcp_port: a.tcp_port,
             };
             framed(&check(&other).0)

@@ -50,6 +50,8 @@ struct Conn {
     tx: FrameQueue,
     /// A write failed or the peer closed: no more sends; closed at the next sweep.
     broken: bool,
+    /// Something was queued for it: its first check was answered.
+    answered: bool,
     dropped: u64,
 }
 
@@ -136,6 +138,7 @@ impl Connections {
             rx: Some(rx),
             tx: FrameQueue::with_capacity(TX_CAPACITY),
             broken: false,
+            answered: false,
             dropped: 0,
         });
         self.live += 1;
@@ -214,11 +217,20 @@ impl Connections {
             }
             return Err(io::Error::new(io::ErrorKind::WouldBlock, e));
         }
+        c.answered = true;
         flush(c);
         if c.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         Ok(())
+    }
+
+    /// Whether anything was ever sent on connection `index` (false if it is closed).
+    pub fn answered(&self, index: usize) -> bool {
+        self.slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.answered)
     }
 
     /// The socket can take more: writes what waits.

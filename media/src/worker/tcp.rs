@@ -38,6 +38,15 @@ impl Worker {
                 tracing::debug!(remote = %h.remote, call = owner.call, "ICE-TCP connection adopted");
                 // The first check is already buffered; the poll reports only what comes next.
                 self.read_tcp(index, now);
+                // The acceptor only read the ufrag, which is no secret; a check the leg did not
+                // answer (wrong MESSAGE-INTEGRITY) must not keep a connection on the call.
+                if !self.browser.tcp.answered(index) {
+                    self.browser.tcp.close(
+                        index,
+                        self.poll.registry(),
+                        "its first check was not answered",
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(remote = %h.remote, error = %e, "ICE-TCP connection refused")
