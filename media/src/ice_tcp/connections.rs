@@ -333,3 +333,93 @@ impl BrowserSockets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    /// A connection adopted by a table, and the peer's end of it.
+    fn pair(poll: &mio::Poll, table: &mut Connections) -> (TcpConnId, std::net::TcpStream) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, remote) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (_, id) = table
+            .adopt(
+                poll.registry(),
+                TcpStream::from_std(ours),
+                remote,
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                Deframer::with_capacity(RX_CAPACITY),
+                Owner { slot: 0, call: 1 },
+            )
+            .unwrap();
+        (id, peer)
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_loses_packets_not_framing() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = Connections::new();
+        let (id, mut peer) = pair(&poll, &mut table);
+        let mut sent = 0u32;
+        let mut dropped = 0u32;
+        for i in 0..100_000u32 {
+            let mut packet = [0x80u8; 188];
+            packet[..4].copy_from_slice(&i.to_be_bytes());
+            match table.send(id, &packet) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                    dropped += 1;
+                }
+            }
+        }
+        assert!(dropped > 0, "the kernel buffers cannot hold 19 MB");
+        assert!(sent > 0);
+
+        // The peer now reads: every frame it gets is whole, in order, and nothing more comes
+        // than was accepted.
+        peer.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let mut d = Deframer::with_capacity(RX_CAPACITY);
+        let mut got = 0u32;
+        let mut last = None;
+        loop {
+            // What the kernel holds is read first; the queue's rest follows on writable.
+            table.on_writable(0);
+            let n = match peer.read(d.spare()) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            d.filled(n);
+            while let Some(f) = d.pop().expect("whole frames only") {
+                assert_eq!(f.len(), 188);
+                let seq = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+                assert!(last.is_none_or(|l| seq > l), "in order");
+                last = Some(seq);
+                got += 1;
+            }
+        }
+        assert_eq!(got, sent, "every accepted packet arrives, whole");
+    }
+
+    #[test]
+    fn a_closed_connection_is_forgotten_and_its_id_never_reused() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = Connections::new();
+        let (first, _peer) = pair(&poll, &mut table);
+        assert_eq!(table.len(), 1);
+        table.close_owned_by(0, poll.registry());
+        assert!(table.is_empty());
+        assert!(table.send(first, b"x").is_err(), "gone");
+        let (second, _peer2) = pair(&poll, &mut table);
+        assert_ne!(first, second, "same slot, another id");
+        assert!(
+            table.send(first, b"x").is_err(),
+            "an old path cannot reach the new connection"
+        );
+        assert!(table.send(second, b"x").is_ok());
+    }
+}
