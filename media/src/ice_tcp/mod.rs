@@ -14,7 +14,9 @@
 //!    index back ([`worker_of_ufrag`]) and hands the stream, with the bytes read so far, to
 //!    that worker through its command channel. No map is shared between threads, and nothing
 //!    is locked.
-//! 3. The worker finds the call by ufrag as for UDP (`by_ufrag`), then feeds every frame to
+//! 3. The worker finds the call by ufrag as for UDP (`by_ufrag`); if the leg does not answer
+//!    that first check (its MESSAGE-INTEGRITY is not ours: the ufrag alone is no secret), the
+//!    connection is closed. Then the worker feeds every frame to
 //!    the call's browser leg as a datagram whose [`Path`](crate::udp::Path) names this
 //!    connection ([`Transport::Tcp`](crate::udp::Transport)); whatever the leg sends along
 //!    that path is framed onto the same connection ([`connections`]). The leg itself does not
@@ -46,7 +48,8 @@ pub struct TcpConnId(pub(crate) u64);
 
 /// `random` (fresh ICE-char ufrag) with the index of the worker that owns the call in front,
 /// so the ICE-TCP acceptor can route a connection by its first check's USERNAME. Every local
-/// ufrag of a call (including after an ICE restart) must be made with this.
+/// ufrag of a call (including after an ICE restart) must be made with this, through
+/// [`MediaEngine::ice_credentials`](crate::engine::MediaEngine::ice_credentials).
 pub fn ufrag_for_worker(worker: usize, random: &str) -> String {
     let hi = DIGITS[(worker / 64) % 64];
     let lo = DIGITS[worker % 64];
