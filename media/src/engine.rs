@@ -226,10 +226,15 @@ impl MediaEngine {
             Some(addr) => {
                 let acceptor = std::net::TcpListener::bind(addr)
                     .and_then(|l| {
-                        crate::ice_tcp::Acceptor::spawn(
-                            l,
-                            workers.iter().map(WorkerHandle::mailbox).collect(),
-                        )
+                        let routes = workers
+                            .iter()
+                            .map(|w| {
+                                let mailbox = w.mailbox();
+                                Box::new(move |h| mailbox.send(Command::AdoptTcp(Box::new(h))))
+                                    as crate::ice_tcp::acceptor::Route
+                            })
+                            .collect();
+                        crate::ice_tcp::Acceptor::spawn(l, routes)
                     })
                     .map_err(|source| MediaError::IceTcp { addr, source })?;
                 tracing::info!(listen = %acceptor.local_addr(), "ICE-TCP: listening for browsers");

@@ -32,8 +32,14 @@ pub enum Transport {
     Udp,
     /// RFC 4571 frames on this ICE-TCP connection (replies go back on it, whatever the
     /// addresses say).
-    Tcp(crate::ice_tcp::TcpConnId),
+    Tcp(TcpConnId),
 }
+
+/// One ICE-TCP connection of a worker (see `crate::ice_tcp`), as a path names it. An id is
+/// never reused by the worker, so a path kept by a call after its connection closed cannot
+/// reach another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpConnId(pub(crate) u64);
 
 impl Path {
     /// A UDP path whose local address is unknown (or does not matter).

@@ -13,7 +13,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::connections::RX_CAPACITY;
 use super::framing::Deframer;
-use crate::worker::{Command, Mailbox};
 
 /// How long an accepted connection may take to send its first check before it is closed.
 pub const FIRST_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +43,9 @@ pub struct TcpHandoff {
     pub rx: Deframer,
 }
 
+/// Hands a connection to one worker (its command channel); false if the worker is gone.
+pub type Route = Box<dyn Fn(TcpHandoff) -> bool + Send>;
+
 /// The running acceptor; dropping it stops the thread and closes the listener.
 pub struct Acceptor {
     local: SocketAddr,
@@ -54,7 +56,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Serves `listener`, handing connections to `workers` (indexed as in the ufrags).
-    pub fn spawn(listener: std::net::TcpListener, workers: Vec<Mailbox>) -> io::Result<Acceptor> {
+    pub fn spawn(listener: std::net::TcpListener, workers: Vec<Route>) -> io::Result<Acceptor> {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
@@ -108,7 +110,7 @@ struct Pending {
 struct State {
     poll: Poll,
     listener: TcpListener,
-    workers: Vec<Mailbox>,
+    workers: Vec<Route>,
     pending: Vec<Option<Pending>>,
     stop: Arc<AtomicBool>,
 }
@@ -261,10 +263,7 @@ impl State {
             ufrag,
             rx: p.rx,
         };
-        let sent = self
-            .workers
-            .get(worker)
-            .is_some_and(|w| w.send(Command::AdoptTcp(Box::new(handoff))));
+        let sent = self.workers.get(worker).is_some_and(|route| route(handoff));
         if !sent {
             tracing::debug!(%remote, worker, "ICE-TCP: worker gone, connection dropped");
         }

@@ -12,8 +12,9 @@
 //! 2. The USERNAME's local part is our ufrag, and every ufrag we hand out starts with the
 //!    index of the worker that owns its call ([`ufrag_for_worker`]). The acceptor reads the
 //!    index back ([`worker_of_ufrag`]) and hands the stream, with the bytes read so far, to
-//!    that worker through its command channel. No map is shared between threads, and nothing
-//!    is locked.
+//!    that worker through its command channel (the engine gives the acceptor one
+//!    [`acceptor::Route`] per worker). No map is shared between threads, and nothing is
+//!    locked.
 //! 3. The worker finds the call by ufrag as for UDP (`by_ufrag`); if the leg does not answer
 //!    that first check (its MESSAGE-INTEGRITY is not ours: the ufrag alone is no secret), the
 //!    connection is closed. Then the worker feeds every frame to
@@ -41,10 +42,7 @@ const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 /// How many leading characters of a ufrag name its worker: 64² workers.
 const TAG_LEN: usize = 2;
 
-/// One ICE-TCP connection of a worker, as a path names it. An id is never reused by the
-/// worker, so a path kept by a call after its connection closed cannot reach another one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TcpConnId(pub(crate) u64);
+pub use crate::udp::TcpConnId;
 
 /// `random` (fresh ICE-char ufrag) with the index of the worker that owns the call in front,
 /// so the ICE-TCP acceptor can route a connection by its first check's USERNAME. Every local
