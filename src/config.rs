@@ -108,6 +108,10 @@ pub struct Cli {
     /// Media worker threads [default: the number of cores]
     #[arg(long, env = "GATEWAY_MEDIA_WORKERS", value_name = "N")]
     pub media_workers: Option<String>,
+    /// TCP address for ICE-TCP passive candidates (RFC 6544), for browsers whose UDP is
+    /// blocked; 0.0.0.0 offers it on every browser address [default: none, UDP only]
+    #[arg(long, env = "GATEWAY_ICE_TCP_LISTEN", value_name = "ADDR:PORT")]
+    pub ice_tcp_listen: Option<String>,
     /// RFC 4028 session interval asked for in our INVITEs, seconds; 0 = none [default: 1800]
     #[arg(long, env = "GATEWAY_SESSION_EXPIRES", value_name = "SECONDS")]
     pub session_expires: Option<String>,
@@ -208,6 +212,8 @@ pub struct Config {
     pub rtp_timeout: Duration,
     /// Media worker threads.
     pub media_workers: usize,
+    /// ICE-TCP listen address, if ICE-TCP is on.
+    pub ice_tcp_listen: Option<SocketAddr>,
     /// Session timer settings (RFC 4028).
     pub session_timer: crate::config::TimerConfig,
     /// Whether a REFER from the far end is followed.
@@ -337,6 +343,8 @@ const ORIGINS: Setting = Setting::new(
 const RTP_TIMEOUT: Setting = Setting::new("rtp-timeout", "GATEWAY_RTP_TIMEOUT", "rtp_timeout");
 const MEDIA_WORKERS: Setting =
     Setting::new("media-workers", "GATEWAY_MEDIA_WORKERS", "media_workers");
+const ICE_TCP_LISTEN: Setting =
+    Setting::new("ice-tcp-listen", "GATEWAY_ICE_TCP_LISTEN", "ice_tcp_listen");
 
 const SESSION_EXPIRES: Setting = Setting::new(
     "session-expires",
@@ -378,6 +386,7 @@ const FILE_KEYS: &[&Setting] = &[
     &INCOMING_REFER,
     &RTP_TIMEOUT,
     &MEDIA_WORKERS,
+    &ICE_TCP_LISTEN,
     &WS_LISTEN,
     &API_LISTEN,
     &SIP_LISTEN,
@@ -489,6 +498,18 @@ impl Config {
         let rtp_timeout = seconds(&RTP_TIMEOUT, cli.rtp_timeout, 30, 1, 3600)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let media_workers = integer(&MEDIA_WORKERS, cli.media_workers, cores, 1, 256)? as usize;
+        let ice_tcp_listen = match cli.ice_tcp_listen {
+            None => None,
+            Some(raw) => {
+                let addr: SocketAddr = raw.trim().parse().map_err(|_| {
+                    ICE_TCP_LISTEN.invalid(&raw, "expected IP:PORT, e.g. 0.0.0.0:4443")
+                })?;
+                if addr.port() == 0 {
+                    return Err(ICE_TCP_LISTEN.invalid(&raw, "needs a port (browsers are told it)"));
+                }
+                Some(addr)
+            }
+        };
 
         let min_se = integer(&MIN_SE, cli.min_se, 90, 90, 86_400)? as u32;
         let session_expires = integer(
@@ -568,6 +589,7 @@ impl Config {
             allowed_origins,
             rtp_timeout,
             media_workers,
+            ice_tcp_listen,
             session_timer: crate::config::TimerConfig {
                 session_expires,
                 min_se,
@@ -636,6 +658,7 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "ws_ping_interval" => &mut cli.ws_ping_interval,
             "rtp_timeout" => &mut cli.rtp_timeout,
             "media_workers" => &mut cli.media_workers,
+            "ice_tcp_listen" => &mut cli.ice_tcp_listen,
             "session_expires" => &mut cli.session_expires,
             "min_se" => &mut cli.min_se,
             "incoming_refer" => &mut cli.incoming_refer,
@@ -938,6 +961,37 @@ mod tests {
 
     fn resolve(cli: Cli) -> Result<Config, String> {
         Config::from_raw(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ice_tcp_listen_is_off_by_default_and_checked() {
+        assert_eq!(resolve(Cli::default()).expect("valid").ice_tcp_listen, None);
+        let c = resolve(Cli {
+            ice_tcp_listen: Some("0.0.0.0:4443".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            c.ice_tcp_listen,
+            Some("0.0.0.0:4443".parse().expect("addr"))
+        );
+        for bad in ["4443", "0.0.0.0:0", "host:4443", ""] {
+            let err = resolve(Cli {
+                ice_tcp_listen: Some(bad.into()),
+                ..Cli::default()
+            })
+            .expect_err(bad);
+            assert!(
+                err.contains("--ice-tcp-listen") && err.contains("GATEWAY_ICE_TCP_LISTEN"),
+                "{err}"
+            );
+        }
+        let mut cli = Cli::default();
+        apply_file(&mut cli, "ice_tcp_listen = \"[::]:443\"\n").expect("known key");
+        assert_eq!(
+            resolve(cli).expect("valid").ice_tcp_listen,
+            Some("[::]:443".parse().expect("addr"))
+        );
     }
 
     #[test]

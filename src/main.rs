@@ -104,12 +104,14 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         workers: cfg.media_workers,
         media_timeout: cfg.rtp_timeout,
         restart_grace: cfg.ice_restart_grace,
+        ice_tcp_listen: cfg.ice_tcp_listen,
     })
-    .map_err(|e| {
-        format!(
+    .map_err(|e| match e {
+        media::engine::MediaError::IceTcp { .. } => format!("invalid --ice-tcp-listen: {e}"),
+        e => format!(
             "cannot start the media plane (--rtp-ports {}-{}): {e}",
             cfg.rtp_ports.0, cfg.rtp_ports.1
-        )
+        ),
     })?;
 
     let env = Arc::new(Env {

@@ -560,6 +560,7 @@ async fn setup(
     let offer = build_webrtc_offer(&WebRtcOfferParams {
         ips: &[local.ip()],
         port: local.port(),
+        tcp: None,
         ice_ufrag: &ufrag,
         ice_pwd: &pwd,
         fingerprint: cert.fingerprint(),

@@ -454,10 +454,7 @@ mod tests {
     }
 
     fn path(remote: &str, local: &str) -> Path {
-        Path {
-            remote: remote.parse().unwrap(),
-            local: Some(local.parse().unwrap()),
-        }
+        Path::udp(remote.parse().unwrap(), Some(local.parse().unwrap()))
     }
 
     /// A leg whose remote is known, taking `role` in DTLS.

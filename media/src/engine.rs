@@ -38,6 +38,9 @@ pub struct MediaConfig {
     /// How long a call waits for a browser leg that went quiet (consent lost, no media) to
     /// come back through `renegotiate` before it fails.
     pub restart_grace: Duration,
+    /// Where to listen for ICE-TCP (RFC 6544 passive candidates), if at all. An unspecified
+    /// IP gives a candidate on every one of `browser_ips`.
+    pub ice_tcp_listen: Option<SocketAddr>,
 }
 
 /// Why media could not be set up.
@@ -61,6 +64,14 @@ pub enum MediaError {
     /// A socket could not be opened.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The ICE-TCP listener could not be opened.
+    #[error("cannot listen for ICE-TCP on {addr}: {source}")]
+    IceTcp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// DTLS set-up failed.
     #[error("DTLS: {0}")]
     Dtls(#[from] crate::dtls::DtlsError),
@@ -79,10 +90,30 @@ pub enum MediaError {
 pub struct MediaEngine {
     cfg: MediaConfig,
     cert: Arc<DtlsCertificate>,
+    /// The ICE-TCP listener (stopped before the workers it hands connections to).
+    ice_tcp: Option<IceTcp>,
     workers: Vec<WorkerHandle>,
     ports: Arc<Mutex<PortPool>>,
     next_worker: AtomicUsize,
     next_id: AtomicU64,
+}
+
+/// The ICE-TCP listener and the candidates it makes.
+struct IceTcp {
+    acceptor: crate::ice_tcp::Acceptor,
+    /// Addresses of the passive candidates.
+    ips: Vec<IpAddr>,
+}
+
+/// The addresses to put in passive candidates for a listener on `listen`: every browser
+/// address for a wildcard; else the listen address if it is one of them, and if it is not
+/// (a private address behind a 1:1 NAT, the browser addresses being public) all of them.
+fn tcp_candidate_ips(listen: IpAddr, browser_ips: &[IpAddr]) -> Vec<IpAddr> {
+    if !listen.is_unspecified() && browser_ips.contains(&listen) {
+        vec![listen]
+    } else {
+        browser_ips.to_vec()
+    }
 }
 
 /// One call's media, owned by the call.
@@ -205,14 +236,53 @@ impl MediaEngine {
             };
             workers.push(worker::spawn(format!("media-{i}"), socket, cert.clone())?);
         }
+        let ice_tcp = match cfg.ice_tcp_listen {
+            Some(addr) => {
+                let acceptor = std::net::TcpListener::bind(addr)
+                    .and_then(|l| {
+                        let routes = workers
+                            .iter()
+                            .map(|w| {
+                                let mailbox = w.mailbox();
+                                Box::new(move |h| mailbox.send(Command::AdoptTcp(Box::new(h))))
+                                    as crate::ice_tcp::acceptor::Route
+                            })
+                            .collect();
+                        crate::ice_tcp::Acceptor::spawn(l, routes)
+                    })
+                    .map_err(|source| MediaError::IceTcp { addr, source })?;
+                tracing::info!(listen = %acceptor.local_addr(), "ICE-TCP: listening for browsers");
+                Some(IceTcp {
+                    ips: tcp_candidate_ips(addr.ip(), &cfg.browser_ips),
+                    acceptor,
+                })
+            }
+            None => None,
+        };
         Ok(Arc::new(MediaEngine {
             cfg,
             cert,
+            ice_tcp,
             workers,
             ports: Arc::new(Mutex::new(pool)),
             next_worker: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         }))
+    }
+
+    /// The ICE-TCP candidates to offer browsers, when ICE-TCP is on.
+    fn passive_tcp(&self) -> Option<sdp::PassiveTcp<'_>> {
+        self.ice_tcp.as_ref().map(|t| sdp::PassiveTcp {
+            ips: &t.ips,
+            port: t.acceptor.local_addr().port(),
+        })
+    }
+
+    /// Fresh local ICE credentials for a call on `worker`: the ufrag names the worker, so an
+    /// ICE-TCP connection can be routed to it (see `crate::ice_tcp`).
+    pub fn ice_credentials(worker: usize) -> (String, String) {
+        let (ufrag, pwd) = crate::ice_lite::random_credentials();
+        (crate::ice_tcp::ufrag_for_worker(worker, &ufrag), pwd)
     }
 
     /// The DTLS fingerprint every browser leg presents.
@@ -259,7 +329,7 @@ impl MediaEngine {
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(MediaCounters::default());
-        let (ufrag, pwd) = crate::ice_lite::random_credentials();
+        let (ufrag, pwd) = Self::ice_credentials(worker);
         let ssrc_to_browser = rand::random::<u32>();
         let sent = self.workers[worker].send(Command::Add(Box::new(NewCall {
             id,
@@ -329,6 +399,7 @@ impl MediaEngine {
             offer: browser_offer,
             ips: &self.cfg.browser_ips,
             port: worker_port,
+            tcp: self.passive_tcp(),
             ice_ufrag: &ufrag,
             ice_pwd: &pwd,
             fingerprint: self.cert.fingerprint(),
@@ -402,6 +473,7 @@ impl MediaEngine {
         Ok(sdp::build_webrtc_offer(&sdp::WebRtcOfferParams {
             ips: &self.cfg.browser_ips,
             port: self.workers[session.worker].browser_port,
+            tcp: self.passive_tcp(),
             ice_ufrag: ufrag,
             ice_pwd: pwd,
             fingerprint: self.cert.fingerprint(),
@@ -688,12 +760,8 @@ impl MediaSession {
         };
         let codecs = self.codecs_in(&offer.codecs)?;
         let restart = offer.ice_ufrag != current.ice_ufrag || offer.ice_pwd != current.ice_pwd;
-        let local = if restart {
-            let (ufrag, pwd) = crate::ice_lite::random_credentials();
-            Some((ufrag, pwd))
-        } else {
-            None
-        };
+        // New credentials name the call's worker too: ICE-TCP routes a connection by them.
+        let local = restart.then(|| MediaEngine::ice_credentials(self.worker));
         let (ufrag, pwd) = local.as_ref().unwrap_or(&self.local_ice);
         let answer = sdp::build_webrtc_answer(&sdp::WebRtcAnswerParams {
             offer: offer_sdp,
@@ -707,6 +775,7 @@ impl MediaSession {
             direction: Direction::SendRecv.answer_to(offer.direction),
             ssrc: self.browser_ssrc,
             cname: "gateway",
+            tcp: self.engine.passive_tcp(),
         })?;
         if codecs != self.browser_codecs {
             let previous = std::mem::replace(&mut self.browser_codecs, codecs);

@@ -6,6 +6,7 @@ pub mod dtls;
 pub mod dtmf;
 pub mod engine;
 pub mod ice_lite;
+pub mod ice_tcp;
 pub mod ports;
 pub mod relay;
 pub mod rtcp;

@@ -87,10 +87,8 @@ impl RtpPeer {
 
     /// Where to send and from which of our addresses, if anywhere.
     pub fn path(&self) -> Option<Path> {
-        self.destination().map(|remote| Path {
-            remote,
-            local: self.local,
-        })
+        self.destination()
+            .map(|remote| Path::udp(remote, self.local))
     }
 
     /// When media last arrived from the far end.
@@ -224,20 +222,14 @@ mod tests {
         p.on_receive(addr("192.0.2.7:5004"), Some(ours), Instant::now());
         assert_eq!(
             p.path(),
-            Some(Path {
-                remote: addr("192.0.2.7:5004"),
-                local: Some(ours)
-            })
+            Some(Path::udp(addr("192.0.2.7:5004"), Some(ours)))
         );
         p.set_hold(true);
         assert_eq!(p.path(), None);
     }
 
     fn path(remote: &str, local: &str) -> Path {
-        Path {
-            remote: addr(remote),
-            local: local.parse().ok(),
-        }
+        Path::udp(addr(remote), local.parse().ok())
     }
 
     #[test]

@@ -12,21 +12,47 @@ use mio::{Interest, Registry, Token};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 
 /// The way one datagram came: the peer's address and our local address it was sent to
-/// (`None` where the kernel did not say).
+/// (`None` where the kernel did not say), and whether it came as a UDP datagram or as a frame
+/// on one of our ICE-TCP connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Path {
     /// The peer's address (a browser's candidate or TURN relay, a far end's RTP source).
     pub remote: SocketAddr,
     /// Our address the peer sent to: replies must leave from it.
     pub local: Option<IpAddr>,
+    /// The worker's UDP socket, or one ICE-TCP connection.
+    pub transport: Transport,
 }
 
+/// What carries a path's packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Datagrams on the UDP socket the packet came to.
+    #[default]
+    Udp,
+    /// RFC 4571 frames on this ICE-TCP connection (replies go back on it, whatever the
+    /// addresses say).
+    Tcp(TcpConnId),
+}
+
+/// One ICE-TCP connection of a worker (see `crate::ice_tcp`), as a path names it. An id is
+/// never reused by the worker, so a path kept by a call after its connection closed cannot
+/// reach another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpConnId(pub(crate) u64);
+
 impl Path {
-    /// A path whose local address is unknown (or does not matter).
+    /// A UDP path whose local address is unknown (or does not matter).
     pub fn to(remote: SocketAddr) -> Path {
+        Path::udp(remote, None)
+    }
+
+    /// A UDP path.
+    pub fn udp(remote: SocketAddr, local: Option<IpAddr>) -> Path {
         Path {
             remote,
-            local: None,
+            local,
+            transport: Transport::Udp,
         }
     }
 }
@@ -64,10 +90,7 @@ impl Batch {
         let ranges = (0..len)
             .step_by(stride)
             .map(move |off| base + off..base + (off + stride).min(len));
-        let path = Path {
-            remote: m.addr,
-            local: m.dst_ip,
-        };
+        let path = Path::udp(m.addr, m.dst_ip);
         (path, ranges)
     }
 }

@@ -16,12 +16,15 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::browser_leg::{BrowserLeg, BrowserRemote, LegError, Received};
 use crate::dtls::DtlsCertificate;
+use crate::ice_tcp::BrowserSockets;
 use crate::relay::{header, PtMap, StreamRewriter};
 use crate::rtcp::{PeerReport, Reception, SendStats};
 use crate::sip_leg::SipLeg;
 use crate::stats::{MediaCounters, ReceiveStats};
 use crate::transcode::{LawMap, TranscodePlan, Transcoder, G711};
 use crate::udp::{Batch, Path, Socket, MTU};
+
+mod tcp;
 
 const WAKER: Token = Token(0);
 const BROWSER: Token = Token(1);
@@ -176,6 +179,8 @@ pub enum Command {
         /// Completion.
         done: Option<mpsc::Sender<()>>,
     },
+    /// An ICE-TCP connection whose first check names a call of this worker.
+    AdoptTcp(Box<crate::ice_tcp::TcpHandoff>),
     /// Stops the worker.
     Shutdown,
 }
@@ -264,6 +269,28 @@ impl WorkerHandle {
         }
         self.waker.wake().is_ok()
     }
+
+    /// A sender for other threads (the ICE-TCP acceptor).
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox {
+            commands: self.commands.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+/// Sends commands to a worker from another thread; the worker may be gone.
+#[derive(Clone)]
+pub struct Mailbox {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Mailbox {
+    /// Sends a command and wakes the worker; false if it stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        self.commands.send(cmd).is_ok() && self.waker.wake().is_ok()
+    }
 }
 
 impl Drop for WorkerHandle {
@@ -290,7 +317,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel();
     let mut worker = Worker {
         poll,
-        browser,
+        browser: BrowserSockets::new(browser),
         batch: Batch::new(),
         cert,
         commands: rx,
@@ -314,7 +341,8 @@ pub fn spawn(
 
 struct Worker {
     poll: Poll,
-    browser: Socket,
+    /// The browser-facing UDP socket and ICE-TCP connections.
+    browser: BrowserSockets,
     batch: Batch,
     cert: Arc<DtlsCertificate>,
     commands: mpsc::Receiver<Command>,
@@ -352,6 +380,9 @@ impl Worker {
                 match event.token() {
                     WAKER => self.drain_commands(),
                     BROWSER => self.read_browser(),
+                    t if t.0 >= crate::ice_tcp::connections::TOKEN_BASE => {
+                        self.on_tcp_event(t, event.is_readable(), event.is_writable())
+                    }
                     Token(t) if (t - 2) % 2 == 0 => self.read_rtp((t - 2) / 2),
                     Token(t) => self.read_rtcp((t - 3) / 2),
                 }
@@ -452,6 +483,7 @@ impl Worker {
                         let _ = done.send(());
                     }
                 }
+                Command::AdoptTcp(handoff) => self.adopt_tcp(*handoff, now),
                 Command::Shutdown => self.running = false,
             }
         }
@@ -557,7 +589,7 @@ impl Worker {
         let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let browser = &self.browser;
+        let browser = &mut self.browser;
         call.leg.close(now, &mut |data, path| {
             let _ = browser.send(data, path);
         });
@@ -567,6 +599,7 @@ impl Worker {
         if let Some(path) = call.browser_path {
             self.by_addr.remove(&path.remote);
         }
+        self.browser.tcp.close_owned_by(slot, self.poll.registry());
     }
 
     /// Datagrams on the shared browser socket: demultiplexed by address, or for a new
@@ -618,24 +651,40 @@ impl Worker {
                 }
             }
         };
+        self.on_leg_datagram(slot, data, path, now);
+    }
+
+    /// One datagram (or ICE-TCP frame) for the call in `slot`, along `path`.
+    fn on_leg_datagram(&mut self, slot: usize, data: &[u8], path: Path, now: Instant) {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let browser = &self.browser;
+        let browser = &mut self.browser;
         let mut send = |data: &[u8], path: Path| {
             let _ = browser.send(data, path);
         };
         let result = call
             .leg
             .on_datagram(data, path, now, &mut self.scratch, &mut send);
-        // Follow the browser to the path it nominated.
+        // Follow the browser to the path it nominated. Only UDP paths are found by address:
+        // a TCP connection's frames come with their call.
         let selected = call.leg.selected();
         if selected != call.browser_path {
             if let Some(old) = call.browser_path.take() {
-                self.by_addr.remove(&old.remote);
+                if old.transport == crate::udp::Transport::Udp {
+                    self.by_addr.remove(&old.remote);
+                }
             }
             if let Some(new) = selected {
-                self.by_addr.insert(new.remote, slot);
+                if new.transport == crate::udp::Transport::Udp {
+                    self.by_addr.insert(new.remote, slot);
+                } else {
+                    tracing::info!(
+                        call = call.id,
+                        remote = %new.remote,
+                        "media: the browser's path is an ICE-TCP connection"
+                    );
+                }
                 call.browser_path = Some(new);
             }
         }
@@ -679,7 +728,7 @@ impl Worker {
                         &mut batch.storage[r],
                         path,
                         now,
-                        &self.browser,
+                        &mut self.browser,
                         &mut self.scratch,
                     );
                     count += 1;
@@ -728,7 +777,7 @@ impl Worker {
                 continue;
             };
             if call.leg.poll_timeout().is_some_and(|t| t <= now) {
-                let browser = &self.browser;
+                let browser = &mut self.browser;
                 let mut send = |data: &[u8], path: Path| {
                     let _ = browser.send(data, path);
                 };
@@ -745,12 +794,13 @@ impl Worker {
             call.send_dtmf(now);
             if now >= call.next_rtcp {
                 call.next_rtcp = now + crate::rtcp::INTERVAL;
-                call.send_reports(&self.browser, &mut self.scratch, now);
+                call.send_reports(&mut self.browser, &mut self.scratch, now);
             }
             if let Some(plan) = call.plan {
                 call.counters.publish(call.sip.rx(), plan.clock_rate);
             }
         }
+        self.browser.tcp.sweep(self.poll.registry());
     }
 }
 
@@ -761,7 +811,7 @@ impl Call {
         packet: &mut [u8],
         from: Path,
         now: Instant,
-        browser: &Socket,
+        browser: &mut BrowserSockets,
         scratch: &mut Vec<u8>,
     ) {
         if !self.sip.accept(from, now) {
@@ -884,7 +934,7 @@ impl Call {
     }
 
     /// Our RTCP on both legs: SR for what we sent, a reception block for what we got.
-    fn send_reports(&mut self, browser: &Socket, scratch: &mut Vec<u8>, now: Instant) {
+    fn send_reports(&mut self, browser: &mut BrowserSockets, scratch: &mut Vec<u8>, now: Instant) {
         let Some(plan) = self.plan else { return };
         let wall = std::time::SystemTime::now();
         self.sip

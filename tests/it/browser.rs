@@ -4,23 +4,19 @@
 use crate::common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::browser::Browser;
+use common::browser::{remote_frequency, Browser};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
-use common::netns::{self, Netns};
+use common::scenes::tone_ulaw;
 use common::sipp::{self, Sipp};
+use common::two_homes::{
+    gateway_host, register_at, Family, TwoHomes, ADVERTISED, ADVERTISED_V6, LAN_V6,
+};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
-
-/// One second of a 1000 Hz tone as raw µ-law, for SIPp's `rtp_stream`.
-fn tone_ulaw() -> Vec<u8> {
-    let mut g = common::peer::ToneGenerator::new(1000.0, 8000, 8000.0);
-    common::peer::encode_g711(&g.next_samples(8000), true)
-}
 
 fn page_url(gw: &Gateway) -> String {
     format!("http://127.0.0.1:{}/", gw.ws_port)
@@ -32,13 +28,6 @@ fn register_in_page(b: &mut Browser, gw: &Gateway) {
     b.fill("#password", "pass5001");
     b.click("#register-btn");
     b.wait_text("#reg-state", "registered", T);
-}
-
-/// The dominant frequency the page measures in the remote audio.
-fn remote_frequency(b: &mut Browser) -> f64 {
-    b.eval("window.gatewayDemo.remoteFrequency(1500)")
-        .as_f64()
-        .expect("a frequency")
 }
 
 fn screenshot_path() -> PathBuf {
@@ -224,129 +213,6 @@ async fn incoming_call_banner_answer_audio_and_far_end_hangup() {
     );
 }
 
-/// The gateway's host and the agent's, as namespaces: the gateway advertises `ADVERTISED`,
-/// the address of its uplink interface (`wan0`, toward a third namespace), while its route
-/// back to the agent's host leaves by its other interface (`lan0`) with another address. A
-/// reply whose source the kernel picks by route comes from the wrong address.
-struct TwoHomes {
-    gateway: Netns,
-    browser: Netns,
-    _uplink: Netns,
-}
-
-const ADVERTISED: &str = "198.18.1.1";
-/// The same hosts over IPv6.
-const ADVERTISED_V6: &str = "fd00:77:1::1";
-const LAN_V6: &str = "fd00:77:2::1";
-
-/// Which addresses the hosts get.
-#[derive(Clone, Copy, PartialEq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl TwoHomes {
-    fn new(family: Family) -> TwoHomes {
-        assert!(
-            netns::available(),
-            "this test builds network namespaces: run it as root (CI does)"
-        );
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let gateway = Netns::new(&format!("gwhost{id}"));
-        let browser = Netns::new(&format!("agent{id}"));
-        let uplink = Netns::new(&format!("uplink{id}"));
-        // Addresses without duplicate address detection, usable at once.
-        let addr = |ns: &Netns, addr: &str, dev: &str| {
-            let mut args = vec!["addr", "add", addr, "dev", dev];
-            if family == Family::V6 {
-                args.push("nodad");
-            }
-            ns.ip(&args);
-        };
-        let link = |name: &str, ours: &str, peer: &Netns, theirs: &str| {
-            gateway.ip(&[
-                "link", "add", name, "type", "veth", "peer", "name", "peer0", "netns", &peer.name,
-            ]);
-            addr(&gateway, ours, name);
-            gateway.ip(&["link", "set", name, "up"]);
-            addr(peer, theirs, "peer0");
-            peer.ip(&["link", "set", "peer0", "up"]);
-        };
-        match family {
-            Family::V4 => {
-                link(
-                    "wan0",
-                    &format!("{ADVERTISED}/24"),
-                    &uplink,
-                    "198.18.1.2/24",
-                );
-                link("lan0", "198.18.2.1/24", &browser, "198.18.2.2/24");
-                browser.ip(&["route", "add", "default", "via", "198.18.2.1"]);
-            }
-            Family::V6 => {
-                link(
-                    "wan0",
-                    &format!("{ADVERTISED_V6}/64"),
-                    &uplink,
-                    "fd00:77:1::2/64",
-                );
-                link("lan0", &format!("{LAN_V6}/64"), &browser, "fd00:77:2::2/64");
-                browser.ip(&["-6", "route", "add", "default", "via", LAN_V6]);
-            }
-        }
-        TwoHomes {
-            gateway,
-            browser,
-            _uplink: uplink,
-        }
-    }
-}
-
-impl TwoHomes {
-    /// Chromium on the agent's host, allowed its microphone on the gateway's plain-http page
-    /// (production serves https; a non-local http origin is no secure context).
-    fn browser(&self, page: &str) -> Browser {
-        let secure = format!("--unsafely-treat-insecure-origin-as-secure={page}");
-        self.browser
-            .run(move || Browser::start_with(440.0, &[&secure]))
-    }
-}
-
-/// On the gateway's host: Kamailio, and the gateway with media on 0.0.0.0 advertising
-/// `ADVERTISED`, its WebSocket on `ws`.
-fn gateway_host(ws: u16) -> (Kamailio, Gateway) {
-    let kam = Kamailio::start(KamailioOptions::default());
-    let ws_listen = format!("0.0.0.0:{ws}");
-    let sip_listen = format!("0.0.0.0:{}", pick_port());
-    let gw = Gateway::start(
-        &kam.uri(),
-        &[
-            "--ws-listen",
-            &ws_listen,
-            "--sip-listen",
-            &sip_listen,
-            "--public-ip",
-            ADVERTISED,
-        ],
-    );
-    (kam, gw)
-}
-
-/// The page at `page`, registered as 5001.
-fn register_at(b: &mut Browser, page: &str) {
-    b.goto(&format!("{page}/"));
-    b.fill("#dn", "5001");
-    b.fill("#password", "pass5001");
-    b.click("#register-btn");
-    b.wait_text("#reg-state", "registered", T);
-}
-
 /// The README's multi-homed failure: Chromium on another host reaches the gateway's advertised
 /// address, the gateway's route back leaves by its other interface, and every media reply
 /// (STUN, DTLS, SRTP) must still come from the advertised address, or the browser drops them.
@@ -361,7 +227,7 @@ fn a_multi_homed_gateway_answers_from_the_address_the_browser_reached() {
             .enable_all()
             .build()
             .expect("runtime");
-        let (kam, gw) = gateway_host(ws);
+        let (kam, gw) = gateway_host(ws, &[]);
         let (tone_port, echo_port) = (pick_port(), pick_port());
         assert!(sipp::register(kam.port(), tone_port, "1003", "pass1003"));
         assert!(sipp::register(kam.port(), echo_port, "1004", "pass1004"));
@@ -448,7 +314,7 @@ fn a_browser_that_never_hears_our_answers_gets_ice_failed_fast() {
     let page = format!("http://{ADVERTISED}:{ws}");
     let mut b = hosts.browser(&page);
     hosts.gateway.run(move || {
-        let (kam, gw) = gateway_host(ws);
+        let (kam, gw) = gateway_host(ws, &[]);
         let phone_port = pick_port();
         assert!(sipp::register(kam.port(), phone_port, "1004", "pass1004"));
         let mut phone = Sipp::start("uas_answer.xml", Some(phone_port), &["-rtp_echo"]);

@@ -31,6 +31,7 @@ fn help_lists_every_setting() {
         "--log",
         "--grace-period",
         "--options-interval",
+        "--ice-tcp-listen",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
@@ -55,6 +56,15 @@ fn a_wrong_value_stops_start_up_with_one_line_naming_it() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GATEWAY_SIP_UPSTREAM"), "{err}");
+
+    let out = gateway()
+        .args(["--ice-tcp-listen", "0.0.0.0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--ice-tcp-listen"), "{err}");
 }
 
 #[test]

@@ -15,7 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["sip"],
     &["directory"],
     &["protocol", "limits", "tls", "listener"],
-    &["config", "auth", "metrics"],
+    &["config", "metrics"],
+    &["auth"],
 ];
 
 /// module -> (module it uses -> where, for the message)

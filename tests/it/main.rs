@@ -13,6 +13,7 @@ mod client_package;
 mod cti;
 mod docker;
 mod genesys;
+mod ice_tcp;
 mod layers;
 mod limits;
 mod recovery;

@@ -38,8 +38,8 @@ pub use codecs::{
 };
 pub use plain::{build_plain, build_plain_answer, parse_plain, PlainDescription, PlainParams};
 pub use webrtc::{
-    build_webrtc_answer, build_webrtc_offer, parse_webrtc, WebRtcAnswerParams, WebRtcDescription,
-    WebRtcOfferParams,
+    build_webrtc_answer, build_webrtc_offer, parse_webrtc, PassiveTcp, WebRtcAnswerParams,
+    WebRtcDescription, WebRtcOfferParams,
 };
 
 // The helpers below stay private to this file: the three submodules see them as their
@@ -513,6 +513,7 @@ pub(crate) mod fixtures {
             offer,
             ips: &[GW_IP],
             port: 40000,
+            tcp: None,
             ice_ufrag: "gWx1",
             ice_pwd: "Vq8pJ2kLmN4rT6yU0wE3zA5s",
             fingerprint: OUR_FP,
@@ -528,6 +529,7 @@ pub(crate) mod fixtures {
         WebRtcOfferParams {
             ips: &[GW_IP],
             port: 40002,
+            tcp: None,
             ice_ufrag: "gWx2",
             ice_pwd: "Vq8pJ2kLmN4rT6yU0wE3zA5t",
             fingerprint: OUR_FP,

@@ -27,6 +27,24 @@ const ATTR_BUNDLE_ONLY: &str = "bundle-only";
 /// preference; each further address of ours gets a local preference one lower.
 const HOST_CANDIDATE_PRIORITY: u32 = 2_130_706_431;
 
+/// RFC 6544 §4.2 type preference of our TCP host candidates: below UDP host candidates' 126
+/// (RFC 8445 §5.1.2.2), so a browser that can reach us over UDP prefers it.
+const TCP_HOST_TYPE_PREFERENCE: u32 = 90;
+
+/// RFC 6544 §4.2 direction preference of a passive host candidate (active 6, passive 4,
+/// simultaneous-open 2), the top three bits of the local preference.
+const PASSIVE_DIRECTION_PREFERENCE: u32 = 4;
+
+/// Our ICE-TCP passive candidates (RFC 6544): the addresses a browser may connect to, and
+/// the listening port.
+#[derive(Clone, Copy, Debug)]
+pub struct PassiveTcp<'a> {
+    /// One candidate per address, in this order of preference.
+    pub ips: &'a [IpAddr],
+    /// The ICE-TCP listener's port.
+    pub port: u16,
+}
+
 /// What the gateway needs from a browser's offer (or answer).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebRtcDescription {
@@ -66,6 +84,8 @@ pub struct WebRtcAnswerParams<'a> {
     pub ips: &'a [IpAddr],
     /// Our UDP port for this leg.
     pub port: u16,
+    /// ICE-TCP passive candidates besides the UDP ones, if ICE-TCP is on.
+    pub tcp: Option<PassiveTcp<'a>>,
     /// Our ICE username fragment.
     pub ice_ufrag: &'a str,
     /// Our ICE password.
@@ -93,6 +113,8 @@ pub struct WebRtcOfferParams<'a> {
     pub ips: &'a [IpAddr],
     /// Our UDP port for this leg.
     pub port: u16,
+    /// ICE-TCP passive candidates besides the UDP ones, if ICE-TCP is on.
+    pub tcp: Option<PassiveTcp<'a>>,
     /// Our ICE username fragment.
     pub ice_ufrag: &'a str,
     /// Our ICE password.
@@ -217,6 +239,7 @@ pub fn build_webrtc_answer(p: &WebRtcAnswerParams<'_>) -> Result<String, SdpErro
                 &WebRtcSection {
                     ips: p.ips,
                     port: p.port,
+                    tcp: p.tcp,
                     ice_ufrag: p.ice_ufrag,
                     ice_pwd: p.ice_pwd,
                     fingerprint: p.fingerprint,
@@ -246,6 +269,7 @@ pub fn build_webrtc_offer(p: &WebRtcOfferParams<'_>) -> Result<String, SdpError>
         &WebRtcSection {
             ips: p.ips,
             port: p.port,
+            tcp: p.tcp,
             ice_ufrag: p.ice_ufrag,
             ice_pwd: p.ice_pwd,
             fingerprint: p.fingerprint,
@@ -323,6 +347,7 @@ fn offer_bundles(offer: &SessionDescription, mid: &str) -> bool {
 struct WebRtcSection<'a> {
     ips: &'a [IpAddr],
     port: u16,
+    tcp: Option<PassiveTcp<'a>>,
     ice_ufrag: &'a str,
     ice_pwd: &'a str,
     fingerprint: &'a str,
@@ -377,7 +402,28 @@ fn webrtc_audio_section(s: &WebRtcSection<'_>, protos: Vec<String>) -> MediaDesc
             s.port
         ));
     }
+    // Passive TCP candidates after them, with foundations of their own (another transport);
+    // the browser connects, we never do.
+    if let Some(tcp) = s.tcp {
+        for (i, ip) in tcp.ips.iter().enumerate() {
+            media = media.with_candidate(format!(
+                "{} 1 tcp {} {ip} {} typ host tcptype passive",
+                s.ips.len() + i + 1,
+                tcp_host_priority(i),
+                tcp.port
+            ));
+        }
+    }
     media.with_property_attribute(ATTR_KEY_END_OF_CANDIDATES.to_owned())
+}
+
+/// RFC 6544 §4.2: priority = 2^24 type preference + 2^8 local preference + (256 - component),
+/// the local preference being 2^13 direction preference + an other-preference that orders
+/// our addresses (the `index`-th one lower by one).
+fn tcp_host_priority(index: usize) -> u32 {
+    let other = 8191 - (index as u32).min(8191);
+    let local = (PASSIVE_DIRECTION_PREFERENCE << 13) | other;
+    (TCP_HOST_TYPE_PREFERENCE << 24) | (local << 8) | (256 - 1)
 }
 
 /// The address for `c=` and `o=`: the most preferred candidate's.
@@ -724,6 +770,52 @@ mod tests {
             build_webrtc_offer(&p),
             Err(SdpError::InvalidParam(_))
         ));
+    }
+
+    #[test]
+    fn ice_tcp_adds_a_passive_candidate_per_address_below_every_udp_one() {
+        let codecs = [Codec::pcmu()];
+        let ips = [GW_IP, "2001:db8::7".parse().unwrap()];
+        let mut p = offer_params(&codecs);
+        p.ips = &ips;
+        p.tcp = Some(PassiveTcp {
+            ips: &ips,
+            port: 4443,
+        });
+        let sdp = build_webrtc_offer(&p).unwrap();
+        let back = parse_webrtc(&sdp).unwrap();
+        assert_eq!(
+            back.candidates,
+            [
+                "1 1 udp 2130706431 192.0.2.10 40002 typ host",
+                "2 1 udp 2130706175 2001:db8::7 40002 typ host",
+                "3 1 tcp 1520435199 192.0.2.10 4443 typ host tcptype passive",
+                "4 1 tcp 1520434943 2001:db8::7 4443 typ host tcptype passive",
+            ]
+        );
+        let m = &reparse(&sdp).media_descriptions[0];
+        assert_eq!(
+            m.attributes.last().map(|a| a.key.as_str()),
+            Some("end-of-candidates")
+        );
+
+        // The same in an answer to Chrome's offer; without ICE-TCP, UDP only.
+        let mut a = answer_params(CHROME, &codecs);
+        a.tcp = Some(PassiveTcp {
+            ips: &[GW_IP],
+            port: 443,
+        });
+        let back = parse_webrtc(&build_webrtc_answer(&a).unwrap()).unwrap();
+        assert_eq!(
+            back.candidates,
+            [
+                "1 1 udp 2130706431 192.0.2.10 40000 typ host",
+                "2 1 tcp 1520435199 192.0.2.10 443 typ host tcptype passive",
+            ]
+        );
+        a.tcp = None;
+        let back = parse_webrtc(&build_webrtc_answer(&a).unwrap()).unwrap();
+        assert!(back.candidates.iter().all(|c| c.contains(" udp ")));
     }
 
     #[test]

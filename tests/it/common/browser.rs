@@ -199,3 +199,10 @@ impl Drop for Browser {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The dominant frequency the page measures in the remote audio.
+pub fn remote_frequency(b: &mut Browser) -> f64 {
+    b.eval("window.gatewayDemo.remoteFrequency(1500)")
+        .as_f64()
+        .expect("a frequency")
+}

@@ -11,6 +11,7 @@ pub mod netns;
 pub mod peer;
 pub mod scenes;
 pub mod sipp;
+pub mod two_homes;
 
 /// Waits up to `timeout` for `child` to exit.
 pub fn wait_child(

@@ -103,6 +103,21 @@ impl Netns {
         nft_in(&self.name, ruleset);
     }
 
+    /// `nft list ruleset` inside the namespace (rule counters included).
+    pub fn nft_list(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "list", "ruleset"])
+            .output()
+            .expect("nft (Debian package nftables)");
+        assert!(
+            out.status.success(),
+            "nft list ruleset in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `f` on a new thread inside the namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let name = self.name.clone();
