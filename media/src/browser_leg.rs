@@ -149,13 +149,7 @@ impl BrowserLeg {
         self.ice
             .set_remote_credentials(&remote.ice_ufrag, &remote.ice_pwd);
         if self.dtls.is_none() {
-            self.dtls = Some(DtlsEndpoint::new(
-                remote.role,
-                cert,
-                &remote.fingerprint,
-                now,
-            )?);
-            self.remote_fingerprint = Some(remote.fingerprint.clone());
+            self.start_dtls(remote, cert, now)?;
         }
         Ok(())
     }
@@ -180,6 +174,21 @@ impl BrowserLeg {
         if self.remote_fingerprint.as_deref() == Some(remote.fingerprint.as_str()) {
             return Ok(false);
         }
+        self.start_dtls(remote, cert, now)?;
+        self.srtp = None;
+        // The old browser is gone: its path carries nothing of the new one's, and a new
+        // browser that never hears us must be told apart again.
+        self.nomination = Nomination::default();
+        Ok(true)
+    }
+
+    /// A DTLS endpoint for the browser's certificate and our role in `remote`.
+    fn start_dtls(
+        &mut self,
+        remote: &BrowserRemote,
+        cert: &DtlsCertificate,
+        now: Instant,
+    ) -> Result<(), LegError> {
         self.dtls = Some(DtlsEndpoint::new(
             remote.role,
             cert,
@@ -187,11 +196,7 @@ impl BrowserLeg {
             now,
         )?);
         self.remote_fingerprint = Some(remote.fingerprint.clone());
-        self.srtp = None;
-        // The old browser is gone: its path carries nothing of the new one's, and a new
-        // browser that never hears us must be told apart again.
-        self.nomination = Nomination::default();
-        Ok(true)
+        Ok(())
     }
 
     /// The path ICE selected (the browser nominated it): media goes to its remote address,

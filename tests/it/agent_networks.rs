@@ -5,7 +5,6 @@
 //! page again; `RECOVERY_RUNS=N` repeats each disruption N times in one call and prints the
 //! median (BENCHMARKS.md's figures come from `RECOVERY_RUNS=5`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::browser::Browser;
@@ -13,8 +12,8 @@ use crate::common::coturn::Coturn;
 use crate::common::gateway::Gateway;
 use crate::common::kamailio::{pick_port, Kamailio, KamailioOptions};
 use crate::common::netns::{self, Netns};
-use crate::common::scenes::tone_ulaw;
-use crate::common::sipp::{self, Sipp};
+use crate::common::scenes::tone_phone;
+use crate::common::sipp::Sipp;
 
 const T: Duration = Duration::from_secs(20);
 /// The gateway's host, as the agent's host reaches it.
@@ -35,18 +34,8 @@ struct Lan {
 
 impl Lan {
     fn new() -> Lan {
-        assert!(
-            netns::available(),
-            "this test builds network namespaces: run it as root (CI does)"
-        );
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let gateway = Netns::new(&format!("gwlan{id}"));
-        let agent = Netns::new(&format!("agentlan{id}"));
+        let gateway = Netns::fresh("gwlan");
+        let agent = Netns::fresh("agentlan");
         gateway.ip(&[
             "link",
             "add",
@@ -98,15 +87,7 @@ impl Lan {
 /// address, advertising `GATEWAY`, WebSocket on `ws`) with `extra` flags, on the current host.
 fn gateway_host(ws: u16, extra: &[&str]) -> (Kamailio, Sipp, Gateway) {
     let kam = Kamailio::start(KamailioOptions::default());
-    let phone_port = pick_port();
-    assert!(sipp::register(kam.port(), phone_port, "1003", "pass1003"));
-    let tone = tone_ulaw();
-    let phone = Sipp::start_with_files(
-        "uas_tone.xml",
-        Some(phone_port),
-        &[],
-        &[("tone.ulaw", &tone)],
-    );
+    let phone = tone_phone(&kam, "1003");
     let ws_listen = format!("0.0.0.0:{ws}");
     let sip_listen = format!("0.0.0.0:{}", pick_port());
     let mut args = vec![
@@ -240,6 +221,34 @@ fn report(what: &str, times: &mut [Duration]) -> Duration {
     median
 }
 
+/// Runs `disrupt` (given the run's number) `RECOVERY_RUNS` times, each timed from its start
+/// to audio flowing into the page again; the median, after printing them all.
+fn time_recoveries(
+    b: &mut Browser,
+    gw: &Gateway,
+    what: &str,
+    mut disrupt: impl FnMut(usize, &mut Browser),
+) -> Duration {
+    let mut times = Vec::new();
+    for run in 0..runs() {
+        let started = Instant::now();
+        disrupt(run, b);
+        let measuring = started.elapsed();
+        let back = audio_flowing(b, Duration::from_secs(15));
+        assert!(
+            back.is_some(),
+            "no audio after the {what}:\n{}\npage: {}",
+            gw.log(),
+            page_log(b)
+        );
+        times.push(measuring + back.unwrap_or_default());
+    }
+    if std::env::var("RECOVERY_DEBUG").is_ok() {
+        eprintln!("PAGE LOG\n{}", page_log(b));
+    }
+    report(what, &mut times)
+}
+
 /// The far end heard no re-INVITE and took the BYE: SIPp's scenario (INVITE, ACK, BYE) ends
 /// clean only if nothing else came.
 fn hang_up_clean(b: &mut Browser, phone: &mut Sipp, gw: &Gateway) {
@@ -343,13 +352,7 @@ fn a_network_change_mid_call_brings_the_audio_back_within_3_s() {
         let (_kam, mut phone, gw) = gateway_host(ws, &["--grace-period", "30"]);
         call_the_tone_phone(&mut b, &page, &gw);
         let call_id = page_call_id(&mut b);
-        let mut times = Vec::new();
-        for run in 0..runs() {
-            let ip = |args: &[&str]| {
-                let mut all = vec!["-n", agent.as_str()];
-                all.extend_from_slice(args);
-                netns::ip(&all);
-            };
+        let median = time_recoveries(&mut b, &gw, "network change", |run, _| {
             // Wi-Fi goes, LTE comes (and back on the next run): the old path and the
             // WebSocket's connection are dead from here on.
             let (old, new) = if run % 2 == 0 {
@@ -357,8 +360,7 @@ fn a_network_change_mid_call_brings_the_audio_back_within_3_s() {
             } else {
                 ("eth1", "eth0")
             };
-            let moved = Instant::now();
-            ip(&["link", "set", old, "down"]);
+            netns::ip(&["-n", &agent, "link", "set", old, "down"]);
             std::thread::sleep(Duration::from_millis(200));
             // The new network comes with its route to the gateway, in one go (as DHCP gives
             // both before the interface counts as up).
@@ -368,27 +370,7 @@ fn a_network_change_mid_call_brings_the_audio_back_within_3_s() {
             }
             netns::ip_batch(&agent, &up);
             std::thread::sleep(Duration::from_millis(300));
-            let measuring = moved.elapsed();
-            let back = audio_flowing(&mut b, Duration::from_secs(15));
-            let took = measuring + back.unwrap_or_default();
-            assert!(
-                back.is_some(),
-                "no audio after the network change:\n{}\npage: {}",
-                gw.log(),
-                page_log(&mut b)
-            );
-            if std::env::var("RECOVERY_DEBUG").is_ok() {
-                eprintln!(
-                    "RUN {run} took {took:?}, moved at {:?}",
-                    std::time::SystemTime::now() - moved.elapsed()
-                );
-            }
-            times.push(took);
-        }
-        if std::env::var("RECOVERY_DEBUG").is_ok() {
-            eprintln!("PAGE LOG\n{}", page_log(&mut b));
-        }
-        let median = report("network change", &mut times);
+        });
         assert!(
             median <= Duration::from_secs(3),
             "audio came back after {median:?}:\n{}",
@@ -418,17 +400,9 @@ fn a_page_reload_mid_call_brings_the_audio_back_within_5_s() {
         let (_kam, mut phone, gw) = gateway_host(ws, &["--grace-period", "30"]);
         call_the_tone_phone(&mut b, &page, &gw);
         let call_id = page_call_id(&mut b);
-        let mut times = Vec::new();
-        for _ in 0..runs() {
-            let reloaded = Instant::now();
+        let median = time_recoveries(&mut b, &gw, "page reload", |_, b| {
             b.goto(&format!("{page}/"));
-            let measuring = reloaded.elapsed();
-            let back = audio_flowing(&mut b, Duration::from_secs(15));
-            let took = measuring + back.unwrap_or_default();
-            assert!(back.is_some(), "no audio after the reload:\n{}", gw.log());
-            times.push(took);
-        }
-        let median = report("page reload", &mut times);
+        });
         assert!(
             median <= Duration::from_secs(5),
             "audio came back after {median:?}:\n{}",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::browser::{remote_frequency, Browser};
 use common::gateway::Gateway;
 use common::kamailio::{pick_port, Kamailio, KamailioOptions};
-use common::scenes::tone_ulaw;
+use common::scenes::{self, tone_ulaw};
 use common::sipp::{self, Sipp};
 use common::two_homes::{
     gateway_host, register_at, Family, TwoHomes, ADVERTISED, ADVERTISED_V6, LAN_V6,
@@ -228,17 +228,8 @@ fn a_multi_homed_gateway_answers_from_the_address_the_browser_reached() {
             .build()
             .expect("runtime");
         let (kam, gw) = gateway_host(ws, &[]);
-        let (tone_port, echo_port) = (pick_port(), pick_port());
-        assert!(sipp::register(kam.port(), tone_port, "1003", "pass1003"));
-        assert!(sipp::register(kam.port(), echo_port, "1004", "pass1004"));
-        let tone = tone_ulaw();
-        let mut tone_phone = Sipp::start_with_files(
-            "uas_tone.xml",
-            Some(tone_port),
-            &[],
-            &[("tone.ulaw", &tone)],
-        );
-        let mut echo_phone = Sipp::start("uas_answer.xml", Some(echo_port), &["-rtp_echo"]);
+        let mut tone_phone = scenes::tone_phone(&kam, "1003");
+        let mut echo_phone = scenes::phone(&kam, "1004", "uas_answer.xml", &["-rtp_echo"]);
         register_at(&mut b, &page);
 
         // Far end to browser: the page hears the phone's 1000 Hz.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::browser::{remote_frequency, Browser};
 use common::kamailio::pick_port;
 use common::netns::Netns;
-use common::scenes::tone_ulaw;
-use common::sipp::{self, Sipp};
+use common::scenes;
+use common::sipp::Sipp;
 use common::two_homes::{gateway_host, register_at, Family, TwoHomes, ADVERTISED};
 
 const T: Duration = Duration::from_secs(20);
@@ -75,17 +75,8 @@ fn udp_blocked_without_turn_audio_flows_both_ways_over_ice_tcp() {
     hosts.gateway.run(move || {
         let listen = format!("0.0.0.0:{ice_tcp}");
         let (kam, gw) = gateway_host(ws, &["--ice-tcp-listen", &listen]);
-        let (tone_port, echo_port) = (pick_port(), pick_port());
-        assert!(sipp::register(kam.port(), tone_port, "1003", "pass1003"));
-        assert!(sipp::register(kam.port(), echo_port, "1004", "pass1004"));
-        let tone = tone_ulaw();
-        let mut tone_phone = Sipp::start_with_files(
-            "uas_tone.xml",
-            Some(tone_port),
-            &[],
-            &[("tone.ulaw", &tone)],
-        );
-        let mut echo_phone = Sipp::start("uas_answer.xml", Some(echo_port), &["-rtp_echo"]);
+        let mut tone_phone = scenes::tone_phone(&kam, "1003");
+        let mut echo_phone = scenes::phone(&kam, "1004", "uas_answer.xml", &["-rtp_echo"]);
         register_at(&mut b, &page);
 
         // Far end to browser: the page hears the phone's 1000 Hz.

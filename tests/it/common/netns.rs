@@ -76,6 +76,19 @@ impl Netns {
         ns
     }
 
+    /// A new namespace named `PREFIX<pid>-<n>`, unique in this test run; panics with a clear
+    /// message where namespaces cannot be made (not root).
+    pub fn fresh(prefix: &str) -> Netns {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        assert!(
+            available(),
+            "this test builds network namespaces: run it as root (CI does)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Netns::new(&format!("{prefix}{}-{n}", std::process::id()))
+    }
+
     /// Runs `ip -n NAME ARGS`.
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", self.name.as_str()];

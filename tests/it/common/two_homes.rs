@@ -1,13 +1,12 @@
 //! Two hosts as network namespaces, the gateway's multi-homed one and the agent's, for the
 //! browser tests that need real addresses and firewalls between Chromium and the gateway.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::browser::Browser;
 use super::gateway::Gateway;
 use super::kamailio::{pick_port, Kamailio, KamailioOptions};
-use super::netns::{self, Netns};
+use super::netns::Netns;
 
 /// The gateway's host and the agent's, as namespaces: the gateway advertises `ADVERTISED`,
 /// the address of its uplink interface (`wan0`, toward a third namespace), while its route
@@ -39,19 +38,9 @@ pub enum Family {
 impl TwoHomes {
     /// Builds the three hosts.
     pub fn new(family: Family) -> TwoHomes {
-        assert!(
-            netns::available(),
-            "this test builds network namespaces: run it as root (CI does)"
-        );
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let gateway = Netns::new(&format!("gwhost{id}"));
-        let browser = Netns::new(&format!("agent{id}"));
-        let uplink = Netns::new(&format!("uplink{id}"));
+        let gateway = Netns::fresh("gwhost");
+        let browser = Netns::fresh("agent");
+        let uplink = Netns::fresh("uplink");
         // Addresses without duplicate address detection, usable at once.
         let addr = |ns: &Netns, addr: &str, dev: &str| {
             let mut args = vec!["addr", "add", addr, "dev", dev];
