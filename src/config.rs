@@ -40,6 +40,11 @@ pub struct Cli {
     /// Registrar / outbound proxy, a SIP URI; `;transport=tcp` picks TCP [default: sip:127.0.0.1:5060]
     #[arg(long, env = "GATEWAY_SIP_UPSTREAM", value_name = "URI")]
     pub sip_upstream: Option<String>,
+    /// Comma-separated addresses and CIDRs (IPv4, IPv6) allowed to send out-of-dialog SIP
+    /// requests, besides the upstream's own addresses; others get 403 [default: the upstream's
+    /// addresses only]
+    #[arg(long, env = "GATEWAY_SIP_TRUSTED", value_name = "CIDRS")]
+    pub sip_trusted: Option<String>,
     /// Domain of the agents' AORs (sip:DN@DOMAIN) [default: the upstream host]
     #[arg(long, env = "GATEWAY_SIP_DOMAIN", value_name = "DOMAIN")]
     pub sip_domain: Option<String>,
@@ -175,6 +180,8 @@ pub struct Config {
     pub upstream_host: String,
     /// Upstream port (5060 when the URI has none).
     pub upstream_port: u16,
+    /// Sources trusted with out-of-dialog requests besides the upstream (`--sip-trusted`).
+    pub sip_trusted: Vec<ipnet::IpNet>,
     /// Transport toward the upstream.
     pub upstream_transport: SipTransport,
     /// Domain of the agents' AORs.
@@ -302,6 +309,7 @@ const WS_LISTEN: Setting = Setting::new("ws-listen", "GATEWAY_WS_LISTEN", "ws_li
 const API_LISTEN: Setting = Setting::new("api-listen", "GATEWAY_API_LISTEN", "api_listen");
 const SIP_LISTEN: Setting = Setting::new("sip-listen", "GATEWAY_SIP_LISTEN", "sip_listen");
 const SIP_UPSTREAM: Setting = Setting::new("sip-upstream", "GATEWAY_SIP_UPSTREAM", "sip_upstream");
+const SIP_TRUSTED: Setting = Setting::new("sip-trusted", "GATEWAY_SIP_TRUSTED", "sip_trusted");
 const SIP_DOMAIN: Setting = Setting::new("sip-domain", "GATEWAY_SIP_DOMAIN", "sip_domain");
 const PUBLIC_IP: Setting = Setting::new("public-ip", "GATEWAY_PUBLIC_IP", "public_ip");
 const RTP_PORTS: Setting = Setting::new("rtp-ports", "GATEWAY_RTP_PORTS", "rtp_ports");
@@ -391,6 +399,7 @@ const FILE_KEYS: &[&Setting] = &[
     &API_LISTEN,
     &SIP_LISTEN,
     &SIP_UPSTREAM,
+    &SIP_TRUSTED,
     &SIP_DOMAIN,
     &PUBLIC_IP,
     &RTP_PORTS,
@@ -435,6 +444,11 @@ impl Config {
             .unwrap_or_else(|| "sip:127.0.0.1:5060".to_string());
         let (upstream_host, upstream_port, upstream_transport) =
             parse_upstream(&upstream_raw).map_err(|r| SIP_UPSTREAM.invalid(&upstream_raw, r))?;
+
+        let sip_trusted = match cli.sip_trusted {
+            None => Vec::new(),
+            Some(raw) => parse_trusted(&raw).map_err(|r| SIP_TRUSTED.invalid(&raw, r))?,
+        };
 
         let sip_domain = match cli.sip_domain {
             Some(d) if d.trim().is_empty() => return Err(SIP_DOMAIN.invalid(&d, "is empty")),
@@ -572,6 +586,7 @@ impl Config {
             upstream_host,
             upstream_port,
             upstream_transport,
+            sip_trusted,
             sip_domain,
             public_ip,
             browser_ips,
@@ -626,7 +641,11 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             toml::Value::Array(_) | toml::Value::Table(_) if setting.key == ICE_SERVERS.key => {
                 serde_json::to_string(&value).map_err(|e| format!("{key}: {e}"))?
             }
-            toml::Value::Array(items) if setting.key == ORIGINS.key || setting.key == CORS.key => {
+            toml::Value::Array(items)
+                if setting.key == ORIGINS.key
+                    || setting.key == CORS.key
+                    || setting.key == SIP_TRUSTED.key =>
+            {
                 items
                     .iter()
                     .map(|v| v.as_str().map(str::to_string).ok_or(()))
@@ -641,6 +660,7 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "api_listen" => &mut cli.api_listen,
             "sip_listen" => &mut cli.sip_listen,
             "sip_upstream" => &mut cli.sip_upstream,
+            "sip_trusted" => &mut cli.sip_trusted,
             "sip_domain" => &mut cli.sip_domain,
             "public_ip" => &mut cli.public_ip,
             "rtp_ports" => &mut cli.rtp_ports,
@@ -734,6 +754,31 @@ fn parse_upstream(raw: &str) -> Result<(String, u16, SipTransport), String> {
         Some(other) => return Err(format!("transport {other} is not supported (udp or tcp)")),
     };
     Ok((host, port, transport))
+}
+
+/// `--sip-trusted`: addresses (a /32 or /128) and CIDRs. An empty list is allowed (the upstream
+/// alone); a typo is not, or a node meant to be trusted would get 403 on every call.
+fn parse_trusted(raw: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            if let Ok(net) = item.parse::<ipnet::IpNet>() {
+                // 10.0.0.1/8 is almost certainly a slip for 10.0.0.0/8 or 10.0.0.1/32.
+                if net.addr() != net.network() {
+                    return Err(format!(
+                        "{item} has host bits set (did you mean {} or {}?)",
+                        net.trunc(),
+                        net.addr()
+                    ));
+                }
+                return Ok(net);
+            }
+            item.parse::<IpAddr>()
+                .map(|ip| ipnet::IpNet::from(ip.to_canonical()))
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR (e.g. 10.0.0.0/24)"))
+        })
+        .collect()
 }
 
 fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
@@ -1154,5 +1199,48 @@ mod tests {
         let e = apply_file(&mut cli, "ws_lisen = \"x\"").unwrap_err();
         assert!(e.contains("ws_lisen"), "{e}");
         assert!(apply_file(&mut cli, "not toml [").is_err());
+    }
+
+    #[test]
+    fn sip_trusted_takes_addresses_and_cidrs() {
+        assert!(resolve(Cli::default()).expect("valid").sip_trusted.is_empty());
+        let c = resolve(Cli {
+            sip_trusted: Some(" 10.1.0.0/16, 192.0.2.7 ,2001:db8::/32,::ffff:198.51.100.1,".into()),
+            ..Cli::default()
+        })
+        .expect("valid");
+        let nets: Vec<String> = c.sip_trusted.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            nets,
+            [
+                "10.1.0.0/16",
+                "192.0.2.7/32",
+                "2001:db8::/32",
+                "198.51.100.1/32"
+            ]
+        );
+    }
+
+    #[test]
+    fn sip_trusted_rejects_typos_naming_the_setting() {
+        for (bad, why) in [
+            ("10.0.0.300", "not an IP address"),
+            ("kamailio.example", "not an IP address"),
+            ("10.0.0.0/33", "not an IP address"),
+            ("10.0.0.1/8", "host bits set"),
+        ] {
+            let err = resolve(Cli {
+                sip_trusted: Some(bad.into()),
+                ..Cli::default()
+            })
+            .expect_err(bad);
+            assert!(
+                err.contains("--sip-trusted") && err.contains("GATEWAY_SIP_TRUSTED") && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+        let mut cli = Cli::default();
+        apply_file(&mut cli, "sip_trusted = [\"10.0.0.0/8\", \"fd00::1\"]\n").expect("known key");
+        assert_eq!(resolve(cli).expect("valid").sip_trusted.len(), 2);
     }
 }

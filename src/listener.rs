@@ -10,12 +10,20 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+/// How long a closed connection may go on sending before it is reset ([`Lingering`]).
+const LINGER: Duration = Duration::from_secs(5);
+/// ... and how long it may pause meanwhile.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +42,9 @@ pub struct ConnOptions {
     /// stops reading fills its buffers within a few hundred events and is dropped, instead of
     /// the kernel autotuning several megabytes of backlog for it.
     pub send_buffer: Option<usize>,
+    /// Close each connection the polite way ([`Lingering`]): the WebSocket server sets it so
+    /// that the close frame it sends on an oversized frame reaches the client.
+    pub linger: bool,
 }
 
 /// An accepted connection, plain or TLS.
@@ -93,9 +104,17 @@ async fn accept_loop(
         if let Err(e) = configure(&stream, &options) {
             debug!(%peer, "socket options: {e}");
         }
+        let linger = options.linger;
+        let wrap = move |conn: Box<dyn Conn>| -> Box<dyn Conn> {
+            if linger {
+                Box::new(Lingering { io: Some(conn) })
+            } else {
+                conn
+            }
+        };
         match &options.tls {
             None => {
-                if ready.send((Box::new(stream), peer)).await.is_err() {
+                if ready.send((wrap(Box::new(stream)), peer)).await.is_err() {
                     return;
                 }
             }
@@ -109,7 +128,7 @@ async fn accept_loop(
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let _ = ready.send((Box::new(stream), peer)).await;
+                            let _ = ready.send((wrap(Box::new(stream)), peer)).await;
                         }
                         Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -127,6 +146,86 @@ fn configure(stream: &TcpStream, options: &ConnOptions) -> io::Result<()> {
         socket2::SockRef::from(stream).set_send_buffer_size(size)?;
     }
     Ok(())
+}
+
+/// A connection that, when the server drops it, shuts down its sending side and reads and
+/// discards what the client still sends (up to [`LINGER`], or [`LINGER_IDLE`] of silence)
+/// before closing, as nginx's lingering close does. Closing a socket with unread input makes
+/// the kernel send a reset, and a reset makes the client throw away what it had not read yet:
+/// a client in the middle of a 5 MiB frame would never see the 1009 close that explains why.
+struct Lingering {
+    io: Option<Box<dyn Conn>>,
+}
+
+impl Lingering {
+    fn io(&mut self) -> io::Result<&mut Box<dyn Conn>> {
+        self.io
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.io() {
+            Ok(io) => Pin::new(io).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.io() {
+            Ok(io) => Pin::new(io).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io() {
+            Ok(io) => Pin::new(io).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io() {
+            Ok(io) => Pin::new(io).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        // Outside a runtime (process exit) there is nobody left to linger for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                // The FIN tells the client at once that nothing more is coming.
+                let _ = io.shutdown().await;
+                let mut buf = [0u8; 4096];
+                while let Ok(Ok(n)) = tokio::time::timeout(LINGER_IDLE, io.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
+    }
 }
 
 impl axum::serve::Listener for Accepted {

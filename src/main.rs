@@ -139,6 +139,7 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         ConnOptions {
             tls: tls.clone(),
             send_buffer: None,
+            linger: true,
         },
         shutdown.clone(),
     );
@@ -147,6 +148,7 @@ async fn run(cfg: Arc<Config>) -> Result<(), String> {
         ConnOptions {
             tls,
             send_buffer: Some(API_SEND_BUFFER),
+            linger: false,
         },
         shutdown.clone(),
     );

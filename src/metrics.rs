@@ -48,6 +48,13 @@ pub struct Role {
     pub role: String,
 }
 
+/// Why a SIP request was refused before any transaction saw it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Refusal {
+    /// `untrusted_source` (403), `malformed` (400), `too_many_hops` (483), `unknown_method` (501).
+    pub reason: String,
+}
+
 /// Every metric the gateway keeps itself.
 pub struct Metrics {
     /// Browser protocol requests by type.
@@ -68,6 +75,8 @@ pub struct Metrics {
     pub sip_retransmissions: Family<Kind, Counter>,
     /// Time from a `call` request to its INVITE leaving, seconds.
     pub invite_latency: Histogram,
+    /// SIP requests answered (or, for ACK, dropped) by the sanity and trust checks.
+    pub sip_refused: Family<Refusal, Counter>,
     seen: Mutex<Seen>,
 }
 
@@ -100,6 +109,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     invite_latency: Histogram::new([
         0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
     ]),
+    sip_refused: Family::default(),
     seen: Mutex::new(Seen::default()),
 });
 
@@ -219,6 +229,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// A SIP request refused for `reason` (a fixed, small set: see [`Refusal`]).
+    pub fn sip_refused(&self, reason: &'static str) {
+        self.sip_refused
+            .get_or_create(&Refusal {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// A SIP message from the network (every one, before transactions see it).
@@ -352,6 +371,12 @@ pub fn render(g: &Gauges) -> String {
         "sip_retransmissions",
         "SIP retransmissions: sent as client or server, or received",
         m.sip_retransmissions.clone(),
+    );
+    reg.register(
+        "sip_requests_refused",
+        "SIP requests refused before any transaction: untrusted_source (403), malformed (400), \
+         too_many_hops (483), unknown_method (501)",
+        m.sip_refused.clone(),
     );
     reg.register(
         "ws_messages",

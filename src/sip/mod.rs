@@ -7,4 +7,5 @@ pub mod keepalive;
 pub mod register_task;
 pub mod registration;
 pub mod sanity;
+pub mod trust;
 pub mod ua;

@@ -18,7 +18,8 @@ use rsipstack::transport::{SipAddr, TcpListenerConnection, TransportLayer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::sanity::Sanity;
+use super::sanity::{in_dialog, Sanity};
+use super::trust::{self, TrustedSources};
 use crate::config::{Config, SipTransport};
 
 /// `User-Agent` / `Server` of every message we send.
@@ -60,6 +61,7 @@ pub struct SipUa {
     dialogs: Arc<DialogLayer>,
     cfg: Arc<Config>,
     upstream: SipAddr,
+    trust: Arc<TrustedSources>,
     cancel: CancellationToken,
 }
 
@@ -106,6 +108,20 @@ impl SipUa {
         // dialog or not, CANCEL included, leaves toward it, whatever its Request-URI says.
         transport_layer.outbound = Some(upstream.clone());
 
+        // Trusted before the first packet is read, so the upstream's first INVITE is not
+        // refused; a name is looked up again in the background.
+        let trust = Arc::new(TrustedSources::new(cfg.sip_trusted.clone()));
+        let resolved =
+            trust::refresh_upstream(&trust, &cfg.upstream_host, cfg.upstream_port).await;
+        tokio::spawn(trust::track_upstream(
+            trust.clone(),
+            cfg.upstream_host.clone(),
+            cfg.upstream_port,
+            resolved,
+            cancel.child_token(),
+        ));
+        rsipstack::transport::connection::set_unparsed_hook(super::sanity::unknown_method_reply);
+
         let endpoint = EndpointBuilder::new()
             .with_user_agent(USER_AGENT)
             .with_transport_layer(transport_layer)
@@ -121,7 +137,7 @@ impl SipUa {
                 Method::Refer,
                 Method::Notify,
             ])
-            .with_transport_inspector(Box::new(Sanity))
+            .with_transport_inspector(Box::new(Sanity::new(trust.clone())))
             .with_inspector(Box::new(crate::metrics::SipCounter))
             .build();
         let incoming = endpoint.incoming_transactions()?;
@@ -140,6 +156,7 @@ impl SipUa {
                 dialogs,
                 cfg,
                 upstream,
+                trust,
                 cancel,
             }),
             incoming,
@@ -155,6 +172,11 @@ impl SipUa {
     /// The dialog layer (INVITE dialogs of calls).
     pub fn dialogs(&self) -> &Arc<DialogLayer> {
         &self.dialogs
+    }
+
+    /// The sources trusted with out-of-dialog requests.
+    pub fn trusted_sources(&self) -> &Arc<TrustedSources> {
+        &self.trust
     }
 
     /// Where requests to the upstream go.
@@ -315,7 +337,7 @@ pub async fn serve_incoming(
         }
         // A request for a dialog we do not have (a NOTIFY talk for a call that is over, a
         // BYE that crossed ours): 481 (RFC 3261 §12.2.2). ACKs get no response.
-        if has_to_tag(&tx.original) && tx.original.method != Method::Ack {
+        if in_dialog(&tx.original) && tx.original.method != Method::Ack {
             tokio::spawn(async move {
                 debug!(method = %tx.original.method, "request for no dialog of ours: 481");
                 if let Err(e) = tx.reply(StatusCode::CallTransactionDoesNotExist).await {
@@ -341,7 +363,10 @@ pub async fn serve_incoming(
                 }
                 Method::Ack => Ok(()),
                 Method::Invite => tx.reply(StatusCode::TemporarilyUnavailable).await,
-                Method::Bye | Method::Cancel => {
+                // A NOTIFY outside any dialog belongs to no subscription of ours (we never
+                // SUBSCRIBE; REFER and Genesys talk/hold NOTIFYs come in their dialog):
+                // RFC 6665 §4.1.3 says 481, not 200.
+                Method::Bye | Method::Cancel | Method::Notify => {
                     tx.reply(StatusCode::CallTransactionDoesNotExist).await
                 }
                 _ => {
@@ -358,14 +383,6 @@ pub async fn serve_incoming(
             }
         });
     }
-}
-
-/// Whether a request claims to be inside a dialog (its To has a tag).
-fn has_to_tag(req: &Request) -> bool {
-    req.to_header()
-        .ok()
-        .and_then(|t| t.tag().ok().flatten())
-        .is_some()
 }
 
 /// Expiry granted to `contact` in a 2xx to REGISTER: the matching Contact's `expires`

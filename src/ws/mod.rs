@@ -4,7 +4,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{close_code, CloseFrame, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,11 +14,35 @@ use serde::Deserialize;
 
 use crate::app::App;
 
-/// Frames above this size close the connection in the WebSocket layer itself; up to it,
-/// oversized frames get a `too_large` error and the session goes on.
-const HARD_LIMIT: usize = 4 * 1024 * 1024;
+/// Frames (and fragmented messages) above this size close the connection with 1009; up to
+/// it, frames above `protocol::MAX_FRAME` get a `too_large` error and the session goes on
+/// (PROTOCOL.md). The WebSocket layer refuses a frame on its declared length, before reading
+/// any of it, so no session ever buffers more than this.
+pub const HARD_LIMIT: usize = 1024 * 1024;
 /// Initial WebSocket read buffer per session (see `upgrade`).
 const READ_BUFFER: usize = 4 * 1024;
+
+/// The close frame a failed read calls for: 1009 for a frame above [`HARD_LIMIT`], 1007 for
+/// a text frame that is not UTF-8 (RFC 6455 §7.4.1); `None` when the connection just broke
+/// and nobody is left to tell.
+pub fn close_for(err: axum::Error) -> Option<CloseFrame> {
+    let inner = err.into_inner();
+    let (code, reason) = match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => (
+            close_code::SIZE,
+            format!("frame larger than {} KiB", HARD_LIMIT / 1024),
+        ),
+        tungstenite::Error::Utf8(_) => (
+            close_code::INVALID,
+            "text frame is not valid UTF-8".to_string(),
+        ),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
+}
 
 /// The router served on `--ws-listen`: the WebSocket at `/`, and the demo agent phone and
 /// the client library beside it (same origin as the socket).
@@ -137,4 +161,28 @@ async fn upgrade(
         // KiB), and the buffer grows for a larger one.
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| tasks.track_future(session::run(socket, app, peer_ip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_map_to_close_codes() {
+        let too_big = axum::Error::new(tungstenite::Error::Capacity(
+            tungstenite::error::CapacityError::MessageTooLong {
+                size: 5 << 20,
+                max_size: HARD_LIMIT,
+            },
+        ));
+        let close = close_for(too_big).expect("a close frame");
+        assert_eq!(close.code, 1009);
+        assert_eq!(close.reason.as_str(), "frame larger than 1024 KiB");
+
+        let bad_text = axum::Error::new(tungstenite::Error::Utf8("invalid byte 0xff".into()));
+        assert_eq!(close_for(bad_text).expect("a close frame").code, 1007);
+
+        let reset = axum::Error::new(tungstenite::Error::ConnectionClosed);
+        assert!(close_for(reset).is_none());
+    }
 }

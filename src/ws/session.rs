@@ -278,7 +278,18 @@ impl Session {
         loop {
             tokio::select! {
                 msg = socket.recv() => {
-                    let Some(Ok(msg)) = msg else { return End::Dropped };
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) => {
+                            if let Some(close) = super::close_for(e) {
+                                info!(code = close.code, reason = %close.reason, "closing the socket");
+                                // The `End::Dropped` path's own close is then a no-op.
+                                let _ = socket.send(Message::Close(Some(close))).await;
+                            }
+                            return End::Dropped;
+                        }
+                        None => return End::Dropped,
+                    };
                     last_heard = Instant::now();
                     let replies = match msg {
                         Message::Text(text) => self.on_text(text.as_str()),

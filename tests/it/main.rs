@@ -9,6 +9,7 @@ mod api;
 mod browser;
 mod calls;
 mod cli;
+mod contract;
 mod client_package;
 mod cti;
 mod docker;

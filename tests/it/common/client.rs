@@ -85,6 +85,32 @@ impl Client {
             .expect("send binary");
     }
 
+    /// Sends any frame as is (e.g. a text frame that is not UTF-8), reporting a failure
+    /// instead of panicking: the server may close while a large frame is still being written.
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), String> {
+        self.ws.send(msg).await.map_err(|e| e.to_string())
+    }
+
+    /// Waits for the server's close frame, skipping other frames: its code and reason, or
+    /// why there was none (a reset, the connection ending without one, a time-out).
+    pub async fn close_frame(&mut self, timeout: Duration) -> Result<(u16, String), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| format!("no close frame within {timeout:?}"))?;
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Ok((u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) => return Err("a close frame without a code".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("no close frame: {e}")),
+                None => return Err("the connection ended without a close frame".into()),
+            }
+        }
+    }
+
     /// Next JSON frame (from the backlog first), skipping control frames.
     pub async fn recv(&mut self, timeout: Duration) -> Option<Value> {
         if let Some(v) = self.backlog.pop_front() {

@@ -77,7 +77,28 @@ pub type TransportSender = UnboundedSender<TransportEvent>;
 
 pub const KEEPALIVE_REQUEST: &[u8] = b"\r\n\r\n";
 pub const KEEPALIVE_RESPONSE: &[u8] = b"\r\n";
-pub const MAX_UDP_BUF_SIZE: usize = 8192;
+/// Fork: the largest datagram, not 8 KiB. A bigger request (many Via headers, a large SDP) was
+/// truncated by `recv_from` and then dropped or misread; RFC 3261 §18.1.1 expects receivers to
+/// take whatever a UDP datagram can carry.
+pub const MAX_UDP_BUF_SIZE: usize = 65535;
+
+/// Fork: builds what to send back for bytes that frame as one SIP message but do not parse
+/// (a request with a method the parser does not know: RFC 3261 §8.2.1 wants a 501). `None`
+/// drops them, as before (§18.3).
+pub type UnparsedHook = fn(&[u8]) -> Option<Vec<u8>>;
+
+static UNPARSED_HOOK: std::sync::OnceLock<UnparsedHook> = std::sync::OnceLock::new();
+
+/// Fork: installs the [`UnparsedHook`] for every transport of the process (the first call
+/// wins).
+pub fn set_unparsed_hook(hook: UnparsedHook) {
+    let _ = UNPARSED_HOOK.set(hook);
+}
+
+/// Fork: the reply the installed [`UnparsedHook`] makes for `bytes`, if any.
+pub fn unparsed_reply(bytes: &[u8]) -> Option<Vec<u8>> {
+    UNPARSED_HOOK.get().and_then(|hook| hook(bytes))
+}
 
 /// SIP Connection
 ///

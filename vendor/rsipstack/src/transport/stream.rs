@@ -40,6 +40,9 @@ pub enum SipCodecType {
     Message(SipMessage),
     KeepaliveRequest,
     KeepaliveResponse,
+    /// Fork: a framed message that did not parse, with the reply the application's
+    /// [`UnparsedHook`](super::connection::UnparsedHook) made for it. The connection goes on.
+    Reply(Vec<u8>),
 }
 
 impl std::fmt::Display for SipCodecType {
@@ -48,6 +51,7 @@ impl std::fmt::Display for SipCodecType {
             SipCodecType::Message(msg) => write!(f, "{}", msg),
             SipCodecType::KeepaliveRequest => write!(f, "Keepalive Request"),
             SipCodecType::KeepaliveResponse => write!(f, "Keepalive Response"),
+            SipCodecType::Reply(_) => write!(f, "Reply to an unparsed message"),
         }
     }
 }
@@ -122,8 +126,14 @@ impl Decoder for SipCodec {
 
             if src.len() >= total_len {
                 let msg_data = src.split_to(total_len); // consume full message
-                let msg = SipMessage::try_from(&msg_data[..])?;
-                return Ok(Some(SipCodecType::Message(msg)));
+                return match SipMessage::try_from(&msg_data[..]) {
+                    Ok(msg) => Ok(Some(SipCodecType::Message(msg))),
+                    // Fork: answered and skipped when the application has a reply for it.
+                    Err(e) => match super::connection::unparsed_reply(&msg_data) {
+                        Some(reply) => Ok(Some(SipCodecType::Reply(reply))),
+                        None => Err(e.into()),
+                    },
+                };
             }
         }
 
@@ -251,6 +261,9 @@ where
                                 self.send_raw(KEEPALIVE_RESPONSE).await?;
                             }
                             SipCodecType::KeepaliveResponse => {}
+                            SipCodecType::Reply(reply) => {
+                                self.send_raw(&reply).await?;
+                            }
                         }
                     }
                 }

@@ -186,6 +186,10 @@ impl UdpConnection {
                         raw_message = ?raw_message,
                         "error parsing SIP message"
                     );
+                    // Fork: the application may answer it (an unknown method gets 501).
+                    if let Some(reply) = super::connection::unparsed_reply(packet) {
+                        self.inner.conn.send_to(&reply, addr).await.ok();
+                    }
                     continue;
                 }
             };
