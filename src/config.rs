@@ -1203,7 +1203,10 @@ mod tests {
 
     #[test]
     fn sip_trusted_takes_addresses_and_cidrs() {
-        assert!(resolve(Cli::default()).expect("valid").sip_trusted.is_empty());
+        assert!(resolve(Cli::default())
+            .expect("valid")
+            .sip_trusted
+            .is_empty());
         let c = resolve(Cli {
             sip_trusted: Some(" 10.1.0.0/16, 192.0.2.7 ,2001:db8::/32,::ffff:198.51.100.1,".into()),
             ..Cli::default()
@@ -1235,7 +1238,9 @@ mod tests {
             })
             .expect_err(bad);
             assert!(
-                err.contains("--sip-trusted") && err.contains("GATEWAY_SIP_TRUSTED") && err.contains(why),
+                err.contains("--sip-trusted")
+                    && err.contains("GATEWAY_SIP_TRUSTED")
+                    && err.contains(why),
                 "{bad}: {err}"
             );
         }

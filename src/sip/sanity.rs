@@ -256,10 +256,7 @@ fn log_refusal(src: Option<SocketAddr>, method: &str, status: &StatusCode, probl
 impl RefusalLog {
     /// `Some(refusals not logged since the last line)` when this one may be logged.
     fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < LOG_EVERY)
-        {
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             self.suppressed += 1;
             return None;
         }
@@ -285,7 +282,12 @@ impl TransportEventInspector for Sanity {
             };
             if let Err(refusal) = verdict {
                 crate::metrics::get().sip_refused(refusal.reason);
-                log_refusal(src, &req.method.to_string(), &refusal.status, refusal.problem);
+                log_refusal(
+                    src,
+                    &req.method.to_string(),
+                    &refusal.status,
+                    refusal.problem,
+                );
                 // Never answer an ACK (§17.2.3): it has no response.
                 if req.method != Method::Ack {
                     if let Some(resp) =
@@ -380,11 +382,10 @@ Content-Length: 0\n\n";
         let ack = parse(&GOOD.replace("OPTIONS", "ACK"));
         assert!(screen(&ack, src("127.0.0.2:5060"), &t).is_err());
         // In a dialog (To tag): the dialog layer decides, whoever sends it.
-        let bye = parse(
-            &GOOD
-                .replace("OPTIONS", "BYE")
-                .replace("To: <sip:127.0.0.1:5070>", "To: <sip:127.0.0.1:5070>;tag=ours"),
-        );
+        let bye = parse(&GOOD.replace("OPTIONS", "BYE").replace(
+            "To: <sip:127.0.0.1:5070>",
+            "To: <sip:127.0.0.1:5070>;tag=ours",
+        ));
         assert_eq!(screen(&bye, src("127.0.0.2:5060"), &t), Ok(()));
     }
 
@@ -392,7 +393,12 @@ Content-Length: 0\n\n";
     fn too_many_vias_get_483_and_the_403_carries_a_to_tag() {
         let t = trusting("127.0.0.1");
         let vias: String = (0..200)
-            .map(|i| format!("Via: SIP/2.0/UDP 10.0.0.{}:5060;branch=z9hG4bK-{i}\n", i % 250))
+            .map(|i| {
+                format!(
+                    "Via: SIP/2.0/UDP 10.0.0.{}:5060;branch=z9hG4bK-{i}\n",
+                    i % 250
+                )
+            })
             .collect();
         let looped = parse(&GOOD.replace("Max-Forwards", &format!("{vias}Max-Forwards")));
         let refused = screen(&looped, src("127.0.0.1:5060"), &t).expect_err("200 Vias");
@@ -422,7 +428,10 @@ Content-Length: 0\n\n";
         // Known methods that failed for another reason, and non-requests, stay unanswered.
         assert!(unknown_method_reply(b"OPTIONS garbage\r\n\r\n").is_none());
         assert!(unknown_method_reply(b"\xff\xfe garbage").is_none());
-        let no_via = foo.replace("Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1;rport\r\n", "");
+        let no_via = foo.replace(
+            "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1;rport\r\n",
+            "",
+        );
         assert!(unknown_method_reply(no_via.as_bytes()).is_none());
         let mismatch = foo.replace("CSeq: 1 FOO", "CSeq: 1 BAR");
         assert!(unknown_method_reply(mismatch.as_bytes()).is_none());

@@ -137,7 +137,10 @@ mod tests {
         assert!(!t.allows(ip("127.0.0.1")), "nothing resolved yet");
         t.set_upstream(vec![ip("127.0.0.1")]);
         assert!(t.allows(ip("127.0.0.1")));
-        assert!(t.allows(ip("::ffff:127.0.0.1")), "IPv4-mapped is the same peer");
+        assert!(
+            t.allows(ip("::ffff:127.0.0.1")),
+            "IPv4-mapped is the same peer"
+        );
         assert!(!t.allows(ip("127.0.0.2")));
         assert!(t.allows(ip("10.1.200.3")));
         assert!(!t.allows(ip("10.2.0.1")));
@@ -146,7 +149,10 @@ mod tests {
         assert!(t.allows(ip("192.0.2.9")));
         assert!(!t.allows(ip("192.0.2.10")));
         t.set_upstream(vec![ip("127.0.0.5")]);
-        assert!(!t.allows(ip("127.0.0.1")), "a re-resolution replaces the old addresses");
+        assert!(
+            !t.allows(ip("127.0.0.1")),
+            "a re-resolution replaces the old addresses"
+        );
         assert!(t.allows(ip("127.0.0.5")));
     }
 

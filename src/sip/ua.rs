@@ -111,8 +111,7 @@ impl SipUa {
         // Trusted before the first packet is read, so the upstream's first INVITE is not
         // refused; a name is looked up again in the background.
         let trust = Arc::new(TrustedSources::new(cfg.sip_trusted.clone()));
-        let resolved =
-            trust::refresh_upstream(&trust, &cfg.upstream_host, cfg.upstream_port).await;
+        let resolved = trust::refresh_upstream(&trust, &cfg.upstream_host, cfg.upstream_port).await;
         tokio::spawn(trust::track_upstream(
             trust.clone(),
             cfg.upstream_host.clone(),

@@ -282,7 +282,7 @@ impl Session {
                         Some(Ok(msg)) => msg,
                         Some(Err(e)) => {
                             if let Some(close) = super::close_for(e) {
-                                info!(code = close.code, reason = %close.reason, "closing the socket");
+                                info!(code = close.code, reason = close.reason.as_str(), "closing the socket");
                                 // The `End::Dropped` path's own close is then a no-op.
                                 let _ = socket.send(Message::Close(Some(close))).await;
                             }

@@ -23,6 +23,7 @@ fn help_lists_every_setting() {
         "--api-listen",
         "--sip-listen",
         "--sip-upstream",
+        "--sip-trusted",
         "--sip-domain",
         "--public-ip",
         "--rtp-ports",

@@ -33,7 +33,14 @@ fn sip_socket(ip: &str) -> UdpSocket {
 }
 
 /// A request of `method` to `user` at the gateway, from `sock`, with `extra` headers.
-fn request(sock: &UdpSocket, gw: &Gateway, method: &str, user: &str, tag: &str, extra: &str) -> String {
+fn request(
+    sock: &UdpSocket,
+    gw: &Gateway,
+    method: &str,
+    user: &str,
+    tag: &str,
+    extra: &str,
+) -> String {
     let local = sock.local_addr().expect("addr");
     let port = gw.sip_port;
     let (ctype, body) = if method == "INVITE" {
@@ -143,7 +150,10 @@ async fn an_untrusted_source_gets_403_and_rings_nobody() {
     let call_id = ring["payload"]["callId"].as_str().expect("callId");
     let r = agent.request("reject", json!({ "callId": call_id })).await;
     assert_eq!(r["type"], "result", "{r}");
-    assert!(kam.contacts("5001").iter().any(|c| c.contains(&gw.sip_port.to_string())));
+    assert!(kam
+        .contacts("5001")
+        .iter()
+        .any(|c| c.contains(&gw.sip_port.to_string())));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,7 +213,10 @@ async fn unknown_methods_long_paths_and_stray_notifies_get_answers() {
             .expect("timeout");
         let local = tcp.local_addr().expect("addr");
         let foo = request(&sock, &gw, "FOO", "5001", "foo2", "")
-            .replace(&sock.local_addr().expect("addr").to_string(), &local.to_string())
+            .replace(
+                &sock.local_addr().expect("addr").to_string(),
+                &local.to_string(),
+            )
             .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
         tcp.write_all(foo.as_bytes()).expect("write");
         let mut buf = vec![0u8; 8192];
@@ -219,7 +232,13 @@ async fn unknown_methods_long_paths_and_stray_notifies_get_answers() {
 
     // 200 Via headers: a loop or an attack, answered 483 (the request is over 8 KiB too).
     let vias: String = (0..199)
-        .map(|i| format!("Via: SIP/2.0/UDP 10.0.{}.{}:5060;branch=z9hG4bK-hop{i}\r\n", i / 250, i % 250 + 1))
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/UDP 10.0.{}.{}:5060;branch=z9hG4bK-hop{i}\r\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
         .collect();
     let looped = request(&sock, &gw, "OPTIONS", "5001", "via200", &vias);
     assert!(looped.len() > 8192);
@@ -286,5 +305,23 @@ async fn oversized_frames_and_bad_text_close_with_the_right_codes() {
     let p = agent.request("ping", json!({})).await;
     assert_eq!(p["type"], "result", "{p}");
     assert_eq!(gw.get("/api/dn/5001").await.1["state"], "registered");
-    assert!(kam.contacts("5001").iter().any(|c| c.contains(&gw.sip_port.to_string())));
+    assert!(kam
+        .contacts("5001")
+        .iter()
+        .any(|c| c.contains(&gw.sip_port.to_string())));
+}
+
+#[test]
+fn a_wrong_sip_trusted_stops_start_up_with_one_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--sip-trusted", "10.0.0.1, kamailio-2"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--sip-trusted") && err.contains("kamailio-2"),
+        "{err}"
+    );
 }
