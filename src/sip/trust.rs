@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 /// How often a named upstream is looked up again, so a proxy that moves is trusted at its
 /// new address without a restart.
 const REFRESH: Duration = Duration::from_secs(300);
+/// Longest wait for one lookup.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry interval while a named upstream does not resolve at all.
 const RETRY: Duration = Duration::from_secs(15);
 
@@ -67,7 +69,10 @@ pub async fn resolve_upstream(host: &str, port: u16) -> std::io::Result<Vec<IpAd
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let addrs = tokio::net::lookup_host((bare, port)).await?;
+    // A resolver that never answers must not hold up start-up (or the refresh) for long.
+    let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS lookup timed out"))??;
     Ok(addrs.map(|a| a.ip()).collect())
 }
 

@@ -61,7 +61,6 @@ pub struct SipUa {
     dialogs: Arc<DialogLayer>,
     cfg: Arc<Config>,
     upstream: SipAddr,
-    trust: Arc<TrustedSources>,
     cancel: CancellationToken,
 }
 
@@ -136,7 +135,7 @@ impl SipUa {
                 Method::Refer,
                 Method::Notify,
             ])
-            .with_transport_inspector(Box::new(Sanity::new(trust.clone())))
+            .with_transport_inspector(Box::new(Sanity::new(trust)))
             .with_inspector(Box::new(crate::metrics::SipCounter))
             .build();
         let incoming = endpoint.incoming_transactions()?;
@@ -155,7 +154,6 @@ impl SipUa {
                 dialogs,
                 cfg,
                 upstream,
-                trust,
                 cancel,
             }),
             incoming,
@@ -171,11 +169,6 @@ impl SipUa {
     /// The dialog layer (INVITE dialogs of calls).
     pub fn dialogs(&self) -> &Arc<DialogLayer> {
         &self.dialogs
-    }
-
-    /// The sources trusted with out-of-dialog requests.
-    pub fn trusted_sources(&self) -> &Arc<TrustedSources> {
-        &self.trust
     }
 
     /// Where requests to the upstream go.
