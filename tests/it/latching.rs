@@ -194,16 +194,14 @@ async fn call_under_attack(
     };
     let (mut c, peer, call_id) = agent_calls(gw, "5001", "1003").await;
     // Answered, and the far end (which waits for the gateway's media, as symmetric RTP far
-    // ends may) has sent nothing yet: the moment the old latch was up for grabs.
+    // ends may) has sent nothing yet: the moment the old latch was up for grabs. The agent
+    // waits long enough for the attacker to send from a source it has not used yet.
     let attacker = match (early, start_attack) {
         (Some(a), _) => a,
-        (None, Some(start)) => {
-            let a = start();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            a
-        }
+        (None, Some(start)) => start(),
         (None, None) => unreachable!("one of the two starts the attack"),
     };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = 150u32;
     peer.send_numbered(sent, 160);
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -256,7 +254,7 @@ async fn an_off_path_sender_before_the_far_end_gets_nothing() {
 
 /// An attacker sprays every even port of the gateway's 20-port range with RTP (and the odd
 /// ones with RTCP) from before the call is placed until after it, from a new source port
-/// every 300 ms.
+/// every 200 ms.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spray_across_the_port_range_gets_nothing() {
     let kam = Kamailio::start(KamailioOptions::default());
@@ -267,7 +265,7 @@ async fn a_spray_across_the_port_range_gets_nothing() {
         .step_by(2)
         .map(|p| ([127, 0, 0, 1], p).into())
         .collect();
-    let spray = move || Attacker::start(targets, Some(Duration::from_millis(300)));
+    let spray = move || Attacker::start(targets, Some(Duration::from_millis(200)));
     call_under_attack(&kam, &gw, spray, true).await;
 }
 
