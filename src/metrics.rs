@@ -69,6 +69,8 @@ pub struct Metrics {
     pub ended_bytes: Family<Flow, Counter>,
     /// Packets lost in calls that ended.
     pub ended_lost: Counter,
+    /// Packets from strangers dropped on the SIP legs of calls that ended.
+    pub ended_rejected: Counter,
     /// New SIP transactions.
     pub sip_transactions: Family<Role, Counter>,
     /// SIP retransmissions sent (`client`/`server` by who retransmits) and received.
@@ -104,6 +106,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ended_packets: Family::default(),
     ended_bytes: Family::default(),
     ended_lost: Counter::default(),
+    ended_rejected: Counter::default(),
     sip_transactions: Family::default(),
     sip_retransmissions: Family::default(),
     invite_latency: Histogram::new([
@@ -182,6 +185,7 @@ impl Metrics {
             .get_or_create(&f("out"))
             .inc_by(m.bytes_out);
         self.ended_lost.inc_by(m.lost);
+        self.ended_rejected.inc_by(m.rejected);
     }
 
     fn sip(&self, msg: &SipMessage, outgoing: bool) {
@@ -352,6 +356,13 @@ pub fn render(g: &Gauges) -> String {
     let lost = Counter::<u64>::default();
     lost.inc_by(g.live.lost + m.ended_lost.get());
     reg.register("rtp_packets_lost", "RTP packets lost on the way in", lost);
+    let rejected = Counter::<u64>::default();
+    rejected.inc_by(g.live.rejected + m.ended_rejected.get());
+    reg.register(
+        "rtp_packets_rejected",
+        "RTP and RTCP packets dropped on SIP legs because they came from neither the far end's signalled address nor a source it proved (strict latching)",
+        rejected,
+    );
     reg.register(
         "relay_latency_seconds",
         "Time a packet spends in the relay loop, from its receive batch to its send",

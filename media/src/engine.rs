@@ -542,6 +542,15 @@ impl MediaSession {
         Ok(SipRemote::of(&desc))
     }
 
+    /// The SDP answer of a new far end that takes the old one's place on this call (the
+    /// target of a REFER from the far end): as [`MediaSession::set_sip_remote`], and the old
+    /// far end's packets are dropped from now on, even while it goes on sending.
+    pub fn replace_sip_remote(&mut self, sip_sdp: &str) -> Result<SipRemote, MediaError> {
+        let desc = sdp::parse_plain(sip_sdp)?;
+        self.apply_sip_as(&desc, true)?;
+        Ok(SipRemote::of(&desc))
+    }
+
     /// The far end's new offer (a re-INVITE or UPDATE): it may move the media to another
     /// address and codec (Genesys moves calls to a media server, possibly on PCMA). Our SIP
     /// codec is chosen again from it, transcoding when the browser leg lacks it; our answer
@@ -590,6 +599,16 @@ impl MediaSession {
     /// The relay plan for the far end's description `desc`: passthrough when the legs share
     /// a codec, else Opus <-> G.711 transcoding (codecs made here, off the worker thread).
     fn apply_sip(&mut self, desc: &sdp::PlainDescription) -> Result<(), MediaError> {
+        self.apply_sip_as(desc, false)
+    }
+
+    /// [`MediaSession::apply_sip`]; `replaces` when `desc` is a new far end's, whose media
+    /// replaces the old one's for good.
+    fn apply_sip_as(
+        &mut self,
+        desc: &sdp::PlainDescription,
+        replaces: bool,
+    ) -> Result<(), MediaError> {
         let choice = sdp::choose_legs(&self.browser_codecs, &self.sip_codecs, &desc.codecs)
             .ok_or(MediaError::NoCommonCodec)?;
         let mut to_sip = PtMap::new();
@@ -692,6 +711,7 @@ impl MediaSession {
                 recode,
             },
             transcoder,
+            replaces,
         })?;
         self.send(Command::Hold { id: self.id, held })
     }

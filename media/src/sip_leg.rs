@@ -89,6 +89,17 @@ impl SipLeg {
         self.rtcp_peer.set_signalled(rtcp);
     }
 
+    /// A new far end (the target of a REFER) in place of the old one, whose packets are
+    /// dropped from now on and whose addresses are never learned again.
+    pub fn replace_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        self.peer.replace_far_end(rtp);
+        self.rtcp_peer.replace_far_end(rtcp);
+        // Its numbering and reports start afresh; the old far end's say nothing of it.
+        self.in_ssrc = None;
+        self.rx = ReceiveStats::default();
+        self.report = None;
+    }
+
     /// While held by either side we send the far end nothing, RTP or RTCP.
     pub fn set_hold(&mut self, held: bool) {
         self.peer.set_hold(held);
@@ -105,11 +116,11 @@ impl SipLeg {
         self.rtcp.recv(batch)
     }
 
-    /// A datagram on the RTP socket came along `from`: whether it is the far end's (the
-    /// latched source), to be relayed; anything else is dropped.
+    /// A datagram on the RTP socket came along `from`: whether it is the far end's, to be
+    /// relayed; anything else is dropped (see [`crate::rtp_leg`] for who is the far end).
     #[inline]
-    pub fn accept(&mut self, from: Path, now: Instant) -> bool {
-        self.peer.on_receive(from.remote, from.local, now)
+    pub fn accept(&mut self, packet: &[u8], from: Path, now: Instant) -> bool {
+        self.peer.on_receive(packet, from.remote, from.local, now)
     }
 
     /// An accepted RTP packet, for our reception reports: its SSRC and sequence/timing.
@@ -120,19 +131,21 @@ impl SipLeg {
             .on_packet(header::seq(packet), header::ts(packet), now, clock_rate);
     }
 
-    /// A datagram on the RTCP socket came along `from`: latch our RTCP's destination to it
-    /// (the first time) and keep the far end's sender report, whoever sent it.
-    pub fn on_rtcp(&mut self, packet: &[u8], from: Path) {
-        self.rtcp_peer.on_receive(from);
+    /// A datagram on the RTCP socket came along `from`: if it is the far end's (it follows
+    /// the RTP latch), our RTCP goes back along that path, its sender report is kept and it
+    /// counts as a sign of life. A stranger's is dropped: `false`.
+    pub fn on_rtcp(&mut self, packet: &[u8], from: Path, now: Instant) -> bool {
+        if !self.rtcp_peer.on_receive(from, &self.peer) {
+            return false;
+        }
         if crate::browser_leg::is_rtcp(packet) {
-            self.rtcp_rx = Some(Instant::now());
+            self.rtcp_rx = Some(now);
+            self.peer.alive(now);
         }
         if let Some((_, lsr)) = crate::rtcp::sender_report(packet) {
-            self.report = Some(PeerReport {
-                lsr,
-                at: Instant::now(),
-            });
+            self.report = Some(PeerReport { lsr, at: now });
         }
+        true
     }
 
     /// Where our RTP goes, and from which of our addresses: `None` before the far end's
@@ -153,6 +166,7 @@ impl SipLeg {
         if self.rtp.send(packet, to).is_err() {
             return false;
         }
+        self.peer.on_sent(now);
         self.sent
             .on_sent(packet.len() - header::LEN, header::ts(packet), now);
         true
@@ -161,7 +175,7 @@ impl SipLeg {
     /// Our RTCP to the far end, unless held or nowhere to send: a sender report for what we
     /// sent as `ssrc` on `clock_rate`, with a reception block for what it sent us.
     pub fn send_report(&mut self, ssrc: u32, clock_rate: u32, now: Instant, wall: SystemTime) {
-        let Some(to) = self.rtcp_peer.destination() else {
+        let Some(to) = self.rtcp_peer.destination(&self.peer) else {
             return;
         };
         let reception = self.in_ssrc.map(|ssrc| Reception {
@@ -232,7 +246,11 @@ mod tests {
         assert!(leg.send_rtp(&rtp(2), now));
         assert_eq!(recv(&far_rtp), rtp(2));
 
-        assert!(leg.accept(Path::to(addr(&far_rtp)), now));
+        assert!(
+            !leg.accept(&rtp(7), Path::to(addr(&bound())), now),
+            "a stranger"
+        );
+        assert!(leg.accept(&rtp(7), Path::to(addr(&far_rtp)), now));
         leg.on_rtp(&rtp(7), now, 8000);
         assert_eq!(leg.rx().received(), 1);
         assert_eq!(leg.last_rx(), Some(now));
@@ -244,11 +262,22 @@ mod tests {
             "a sender report: we sent RTP"
         );
 
-        // The far end's RTCP comes from elsewhere: ours follows it there.
-        let moved = bound();
-        leg.on_rtcp(&[], Path::to(addr(&moved)));
+        // A stranger's RTCP moves nothing; the far end's own is taken.
+        let stranger = bound();
+        assert!(!leg.on_rtcp(&report, Path::to(addr(&stranger)), now));
+        assert!(leg.on_rtcp(&report, Path::to(addr(&far_rtcp)), now));
         leg.send_report(42, 8000, now, SystemTime::now());
-        assert!(crate::rtcp::sender_report(&recv(&moved)).is_some());
+        assert!(crate::rtcp::sender_report(&recv(&far_rtcp)).is_some());
+
+        // A REFER's target replaces the far end: the old one is neither heard nor sent to.
+        let (new_rtp, new_rtcp) = (bound(), bound());
+        leg.replace_remote(Some(addr(&new_rtp)), Some(addr(&new_rtcp)));
+        assert!(!leg.accept(&rtp(8), Path::to(addr(&far_rtp)), now));
+        assert!(!leg.on_rtcp(&report, Path::to(addr(&far_rtcp)), now));
+        assert!(leg.send_rtp(&rtp(9), now));
+        assert_eq!(recv(&new_rtp), rtp(9));
+        leg.send_report(42, 8000, now, SystemTime::now());
+        assert!(crate::rtcp::sender_report(&recv(&new_rtcp)).is_some());
 
         leg.set_hold(true);
         assert!(!leg.send_rtp(&rtp(3), now), "held: nothing to the far end");

@@ -121,6 +121,8 @@ pub struct MediaCounters {
     pub lost: AtomicU64,
     /// Jitter in microseconds.
     pub jitter_us: AtomicU64,
+    /// Packets on the SIP leg's ports (RTP or RTCP) from anyone but the far end, dropped.
+    pub rejected: AtomicU64,
 }
 
 /// A plain copy of [`MediaCounters`].
@@ -138,6 +140,8 @@ pub struct MediaSnapshot {
     pub lost: u64,
     /// Jitter, ms.
     pub jitter_ms: f64,
+    /// Packets from strangers dropped on the SIP leg.
+    pub rejected: u64,
 }
 
 impl MediaCounters {
@@ -153,6 +157,12 @@ impl MediaCounters {
     pub fn sent(&self, bytes: usize) {
         self.packets_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a packet from a stranger, dropped.
+    #[inline]
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Publishes loss and jitter from the worker's [`ReceiveStats`].
@@ -173,6 +183,7 @@ impl MediaCounters {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
             jitter_ms: self.jitter_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            rejected: self.rejected.load(Ordering::Relaxed),
         }
     }
 }

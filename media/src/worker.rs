@@ -144,6 +144,9 @@ pub enum Command {
         /// Fresh codec state when `plan` starts a (different) transcoding; `None` keeps the
         /// call's current codecs (or none, for passthrough).
         transcoder: Option<Box<Transcoder>>,
+        /// A new far end replaces the old one (a REFER's target answered): the old one's
+        /// packets are dropped from now on, rather than kept until the new one sends.
+        replaces: bool,
     },
     /// A new browser description for a running call (`renegotiate`): an ICE restart when
     /// `local` brings new credentials of ours, a new DTLS handshake when the browser's
@@ -419,9 +422,14 @@ impl Worker {
                     rtcp,
                     plan,
                     transcoder,
+                    replaces,
                 } => {
                     if let Some(call) = self.call_mut(id) {
-                        call.sip.set_remote(addr, rtcp);
+                        if replaces {
+                            call.sip.replace_remote(addr, rtcp);
+                        } else {
+                            call.sip.set_remote(addr, rtcp);
+                        }
                         // Each rewriter works on its receiver's clock: 8 kHz toward SIP and
                         // 48 kHz toward the browser when transcoding, so a re-anchor's
                         // wall-clock gap is counted on the right clock.
@@ -742,7 +750,8 @@ impl Worker {
         self.batch = batch;
     }
 
-    /// RTCP from the far end: latch where it comes from, keep its sender report.
+    /// RTCP on the SIP leg: the far end's is kept (its sender report, where ours go); a
+    /// stranger's only counted.
     fn read_rtcp(&mut self, slot: usize) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut errors = 0;
@@ -758,10 +767,13 @@ impl Worker {
                     continue;
                 }
             };
+            let now = Instant::now();
             for i in 0..n {
                 let (path, ranges) = batch.datagrams(i);
                 for r in ranges {
-                    call.sip.on_rtcp(&batch.storage[r], path);
+                    if !call.sip.on_rtcp(&batch.storage[r], path, now) {
+                        call.counters.rejected();
+                    }
                 }
             }
             if n < BATCH_SIZE {
@@ -805,7 +817,8 @@ impl Worker {
 }
 
 impl Call {
-    /// One datagram from the far end: latch, count, rewrite, protect, send to the browser.
+    /// One datagram on the SIP leg's RTP port: the far end's (see [`crate::rtp_leg`]) is
+    /// counted, rewritten, protected and sent to the browser; a stranger's only counted.
     fn relay_to_browser(
         &mut self,
         packet: &mut [u8],
@@ -814,7 +827,8 @@ impl Call {
         browser: &mut BrowserSockets,
         scratch: &mut Vec<u8>,
     ) {
-        if !self.sip.accept(from, now) {
+        if !self.sip.accept(packet, from, now) {
+            self.counters.rejected();
             return;
         }
         self.counters.received(packet.len());

@@ -1170,8 +1170,11 @@ impl Call {
         };
         match ds {
             DialogState::Confirmed(_, resp) => {
+                // The transferor may go on sending until its BYE: as a new far end, not a
+                // re-INVITE's move, the target's media drops the transferor's at once, so
+                // neither its packets nor its address can win the latch back.
                 if let Some(sdp) = sdp_body(&resp.body) {
-                    if let Err(e) = self.media.set_sip_remote(&sdp) {
+                    if let Err(e) = self.media.replace_sip_remote(&sdp) {
                         warn!(error = %e, "transfer target's answer SDP unusable");
                     }
                 }

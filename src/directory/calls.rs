@@ -332,6 +332,7 @@ impl Calls {
             live.bytes_in += m.bytes_in;
             live.bytes_out += m.bytes_out;
             live.lost += m.lost;
+            live.rejected += m.rejected;
         }
         (phases, live)
     }

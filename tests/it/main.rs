@@ -15,6 +15,7 @@ mod cti;
 mod docker;
 mod genesys;
 mod ice_tcp;
+mod latching;
 mod layers;
 mod limits;
 mod recovery;

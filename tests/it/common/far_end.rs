@@ -1,6 +1,6 @@
 //! A SIP far end's media, played by the test on a UDP port a SIPp scenario advertises: it
 //! records what the gateway sends and, once it knows where that comes from (symmetric RTP),
-//! sends a 1000 Hz G.711 tone back every 20 ms, an RFC 4733 key press when asked, or, while
+//! sends a 1000 Hz (or chosen) G.711 tone back every 20 ms, an RFC 4733 key press when asked, or, while
 //! silent, one comfort-noise packet (PT 13) now and then and an RTCP report every 5 s, as
 //! Genesys' media does during long silences.
 
@@ -59,6 +59,12 @@ impl FarEnd {
 
     /// A far end whose audio is `pt`: 0 (PCMU) or 8 (PCMA).
     pub fn start_with(pt: u8) -> FarEnd {
+        FarEnd::start_tone(pt, 1000.0)
+    }
+
+    /// A far end whose audio is `pt` (0 PCMU, 8 PCMA) playing a `freq` Hz tone, so a test can
+    /// tell which of two far ends the agent hears.
+    pub fn start_tone(pt: u8, freq: f64) -> FarEnd {
         let (port, socket, rtcp) = loop {
             let port = pick_port() & !1;
             let rtp = UdpSocket::bind(("127.0.0.1", port));
@@ -76,7 +82,9 @@ impl FarEnd {
         let thread = {
             let received = received.clone();
             let stop = stop.clone();
-            std::thread::spawn(move || far_end_loop(socket, rtcp, pt, received, control_rx, stop))
+            std::thread::spawn(move || {
+                far_end_loop(socket, rtcp, pt, freq, received, control_rx, stop)
+            })
         };
         FarEnd {
             port,
@@ -142,13 +150,14 @@ fn far_end_loop(
     socket: UdpSocket,
     rtcp: UdpSocket,
     pt: u8,
+    freq: f64,
     received: Arc<Mutex<Vec<Got>>>,
     control: mpsc::Receiver<Control>,
     stop: Arc<AtomicBool>,
 ) {
     let mut buf = [0u8; 1500];
     let mut gateway: Option<SocketAddr> = None;
-    let mut tone = ToneGenerator::new(1000.0, 8000, 0.5);
+    let mut tone = ToneGenerator::new(freq, 8000, 0.5);
     let (mut seq, mut ts, ssrc) = (5000u16, 80_000u32, 0x0bad_f00du32);
     let mut next = Instant::now();
     // A key press in progress: event, packets sent, start timestamp.
