@@ -144,6 +144,9 @@ pub struct Cli {
     /// Requests accepted per browser session and second [default: 50]
     #[arg(long, env = "GATEWAY_REQUESTS_PER_SECOND", value_name = "N")]
     pub requests_per_second: Option<String>,
+    /// Incoming calls that may ring one DN at once; more get 486 [default: 4]
+    #[arg(long, env = "GATEWAY_MAX_RINGING_PER_DN", value_name = "N")]
+    pub max_ringing_per_dn: Option<String>,
 }
 
 /// How SIP reaches the upstream.
@@ -251,6 +254,8 @@ pub struct Limits {
     pub registers_per_minute: u32,
     /// Requests per session and second.
     pub requests_per_second: u32,
+    /// Incoming calls ringing one DN at once (each holds an RTP port pair).
+    pub max_ringing_per_dn: usize,
 }
 
 /// A setting that could not be used; its `Display` is the one line printed at start-up.
@@ -376,6 +381,11 @@ const REGISTERS: Setting = Setting::new(
     "GATEWAY_REGISTERS_PER_MINUTE",
     "registers_per_minute",
 );
+const MAX_RINGING: Setting = Setting::new(
+    "max-ringing-per-dn",
+    "GATEWAY_MAX_RINGING_PER_DN",
+    "max_ringing_per_dn",
+);
 const REQUESTS: Setting = Setting::new(
     "requests-per-second",
     "GATEWAY_REQUESTS_PER_SECOND",
@@ -389,6 +399,7 @@ const FILE_KEYS: &[&Setting] = &[
     &WS_CONNECTS,
     &REGISTERS,
     &REQUESTS,
+    &MAX_RINGING,
     &SESSION_EXPIRES,
     &MIN_SE,
     &INCOMING_REFER,
@@ -574,6 +585,7 @@ impl Config {
                 as u32,
             requests_per_second: integer(&REQUESTS, cli.requests_per_second, 50, 1, 100_000)?
                 as u32,
+            max_ringing_per_dn: integer(&MAX_RINGING, cli.max_ringing_per_dn, 4, 1, 1000)? as usize,
         };
 
         let allowed_origins = origin_list(cli.allowed_origins);
@@ -688,6 +700,7 @@ fn apply_file(cli: &mut Cli, text: &str) -> Result<(), String> {
             "ws_connects_per_minute" => &mut cli.ws_connects_per_minute,
             "registers_per_minute" => &mut cli.registers_per_minute,
             "requests_per_second" => &mut cli.requests_per_second,
+            "max_ringing_per_dn" => &mut cli.max_ringing_per_dn,
             _ => &mut cli.allowed_origins,
         };
         if slot.is_none() {

@@ -165,6 +165,7 @@ mod tests {
         ws_connects_per_minute: 60,
         registers_per_minute: 120,
         requests_per_second: 10,
+        max_ringing_per_dn: 4,
     };
 
     #[test]

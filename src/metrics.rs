@@ -51,7 +51,8 @@ pub struct Role {
 /// Why a SIP request was refused before any transaction saw it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Refusal {
-    /// `untrusted_source` (403), `malformed` (400), `too_many_hops` (483), `unknown_method` (501).
+    /// `untrusted_source` (403), `malformed` (400), `too_many_hops` (483), `unknown_method` (501),
+    /// `ringing_limit` (486: `--max-ringing-per-dn` calls ring the DN already).
     pub reason: String,
 }
 

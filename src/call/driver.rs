@@ -225,11 +225,19 @@ pub fn spawn_incoming(
     tx: rsipstack::transaction::transaction::Transaction,
     dn: String,
     inbox: mpsc::UnboundedSender<ToSession>,
+    offered: calls::Offered,
 ) {
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = offered.id().to_string();
     let span =
         tracing::info_span!("call", call = %id, dn = %dn, sip_call_id = tracing::field::Empty);
-    tokio::spawn(run_incoming(env, tx, id, dn, inbox).instrument(span));
+    tokio::spawn(
+        async move {
+            // Held until the call task ends; answering releases the place earlier.
+            let _offered = offered;
+            run_incoming(env, tx, id, dn, inbox).await
+        }
+        .instrument(span),
+    );
 }
 
 async fn run_incoming(

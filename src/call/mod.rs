@@ -43,8 +43,8 @@ pub struct Env {
 }
 
 /// Routes an initial INVITE to the agent whose DN is the Request-URI's user: a call for a
-/// registered agent, 480 for a DN with no live registration, 404 for a DN we do not know,
-/// 503 once the gateway is shutting down.
+/// registered agent, 486 when `--max-ringing-per-dn` calls ring it already, 480 for a DN with
+/// no live registration, 404 for a DN we do not know, 503 once the gateway is shutting down.
 pub fn route_invite(env: &Arc<Env>, mut tx: Transaction) {
     let dn = tx.original.uri.user().unwrap_or_default().to_string();
     if env.shutdown.is_cancelled() {
@@ -56,7 +56,20 @@ pub fn route_invite(env: &Arc<Env>, mut tx: Transaction) {
         return;
     }
     match env.directory.registry.agent(&dn) {
-        Some(link) => driver::spawn_incoming(env.clone(), tx, dn, link.inbox),
+        Some(link) => {
+            let id = format!("{:032x}", rand::random::<u128>());
+            let limit = env.cfg.limits.max_ringing_per_dn;
+            match crate::directory::calls::Calls::offer(&env.directory, &dn, &id, limit) {
+                Some(offered) => driver::spawn_incoming(env.clone(), tx, dn, link.inbox, offered),
+                None => {
+                    tracing::info!(%dn, limit, "incoming INVITE while the DN already rings that often: 486");
+                    crate::metrics::get().sip_refused("ringing_limit");
+                    tokio::spawn(async move {
+                        let _ = tx.reply(StatusCode::BusyHere).await;
+                    });
+                }
+            }
+        }
         None => {
             let status = if env.directory.registry.get(&dn).is_some() {
                 StatusCode::TemporarilyUnavailable

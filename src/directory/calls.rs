@@ -252,6 +252,29 @@ impl CallRow {
 #[derive(Default)]
 pub struct Calls {
     rows: DashMap<String, CallRow>,
+    /// Incoming calls being offered (not yet answered), call id -> DN: reserved when the
+    /// INVITE is routed, before its task runs, so a burst of INVITEs is counted as it comes.
+    offered: DashMap<String, String>,
+}
+
+/// An incoming call's place among those ringing its DN; released when the call is answered,
+/// ends, or this guard is dropped (whichever comes first).
+pub struct Offered {
+    dir: std::sync::Arc<super::Directory>,
+    id: String,
+}
+
+impl Offered {
+    /// The call id the place was reserved for.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        self.dir.calls.offered.remove(&self.id);
+    }
 }
 
 impl Calls {
@@ -270,6 +293,7 @@ impl Calls {
     /// The call is answered now (the first answer counts: a call answered on the SIP leg
     /// for the agent keeps that time when the browser joins).
     pub fn answered(&self, id: &str) {
+        self.offered.remove(id);
         self.update(id, |c| {
             c.phase = Phase::Answered;
             c.answered_at.get_or_insert_with(SystemTime::now);
@@ -279,6 +303,26 @@ impl Calls {
     /// The call is over.
     pub fn remove(&self, id: &str) {
         self.rows.remove(id);
+        self.offered.remove(id);
+    }
+
+    /// Reserves a place for incoming call `id` among those ringing `dn`, unless `limit` are
+    /// ringing it already (an INVITE flood must not take every RTP port, nor bury the agent).
+    pub fn offer(
+        dir: &std::sync::Arc<super::Directory>,
+        dn: &str,
+        id: &str,
+        limit: usize,
+    ) -> Option<Offered> {
+        let ringing = dir.calls.offered.iter().filter(|e| e.value() == dn).count();
+        if ringing >= limit {
+            return None;
+        }
+        dir.calls.offered.insert(id.to_string(), dn.to_string());
+        Some(Offered {
+            dir: dir.clone(),
+            id: id.to_string(),
+        })
     }
 
     /// The REST view of one call.

@@ -33,6 +33,11 @@ fn help_lists_every_setting() {
         "--grace-period",
         "--options-interval",
         "--ice-tcp-listen",
+        "--turn-secret",
+        "--turn-urls",
+        "--turn-ttl",
+        "--ice-restart-grace",
+        "--max-ringing-per-dn",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }

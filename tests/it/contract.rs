@@ -90,7 +90,7 @@ async fn metrics(gw: &Gateway) -> String {
 }
 
 /// The value of `gateway_sip_requests_refused_total{reason}` (0 when absent).
-async fn refused(gw: &Gateway, reason: &str) -> u64 {
+pub(crate) async fn refused(gw: &Gateway, reason: &str) -> u64 {
     let line = format!("gateway_sip_requests_refused_total{{reason=\"{reason}\"}} ");
     metrics(gw)
         .await

@@ -126,3 +126,81 @@ async fn connects_per_address_and_requests_per_session_are_bounded() {
     let (_, health) = gw.get("/api/health").await;
     assert_eq!(health["status"], "ok", "{health}");
 }
+
+/// An INVITE flood at one DN (through the proxy, so it passes the trusted-source check):
+/// `--max-ringing-per-dn` calls ring the agent, the rest get 486 at once (each ringing call
+/// holds an RTP port pair, so a flood must not take the range), and another agent's calls
+/// still ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invite_flood_rings_a_dn_only_so_often_and_others_still_get_calls() {
+    use std::collections::BTreeMap;
+    let kam = Kamailio::start(KamailioOptions::default());
+    let gw = Gateway::start(&kam.uri(), &["--max-ringing-per-dn", "3"]);
+    let mut agent = Client::connect(&gw.ws_url()).await;
+    agent.register("5001", "pass5001").await;
+    let mut other = Client::connect(&gw.ws_url()).await;
+    other.register("5002", "pass5002").await;
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("flood socket");
+    let me = sock.local_addr().expect("addr");
+    let invite = |n: u32, dn: &str| {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        format!(
+            "INVITE sip:{dn}@127.0.0.1:{kp} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bKflood{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:9999@127.0.0.1>;tag=flood{n}\r\n\
+             To: <sip:{dn}@127.0.0.1>\r\nCall-ID: flood-{n}@test\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:9999@{me}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {len}\r\n\r\n{sdp}",
+            kp = kam.port(),
+            len = sdp.len()
+        )
+    };
+    for n in 0..10 {
+        sock.send_to(invite(n, "5001").as_bytes(), kam.addr())
+            .await
+            .expect("send");
+    }
+    // Final answers by Call-ID (provisional ones are skipped).
+    let mut finals = BTreeMap::new();
+    let mut buf = vec![0u8; 65_535];
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let call_id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if let Some(code) = text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)) {
+            if !code.starts_with('1') {
+                finals.insert(call_id, code.to_string());
+            }
+        }
+    }
+    let busy = finals.values().filter(|c| *c == "486").count();
+    assert_eq!(busy, 7, "10 INVITEs, 3 may ring: {finals:?}\n{}", gw.log());
+    let mut offered = 0;
+    while let Some(frame) = agent.recv(Duration::from_millis(500)).await {
+        if frame["type"] == "incomingCall" {
+            offered += 1;
+        }
+    }
+    assert_eq!(offered, 3, "the agent was offered more than the limit");
+    assert_eq!(crate::contract::refused(&gw, "ringing_limit").await, 7);
+
+    // Another DN is not affected.
+    sock.send_to(invite(100, "5002").as_bytes(), kam.addr())
+        .await
+        .expect("send");
+    let call = other.event("incomingCall", Duration::from_secs(5)).await;
+    assert_eq!(
+        call["payload"]["to"].as_str().map(|t| t.contains("5002")),
+        Some(true),
+        "{call}"
+    );
+}
