@@ -77,9 +77,7 @@ impl Lan {
 
     /// Chromium on the agent's host, allowed its microphone on the gateway's plain-http page.
     fn browser(&self, page: &str) -> Browser {
-        let secure = format!("--unsafely-treat-insecure-origin-as-secure={page}");
-        self.agent
-            .run(move || Browser::start_with(440.0, &[&secure]))
+        Browser::start_on(&self.agent, page)
     }
 }
 

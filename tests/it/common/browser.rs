@@ -58,6 +58,14 @@ impl Browser {
         Browser::start_with(mic_tone, &[])
     }
 
+    /// Chromium (microphone playing 440 Hz) on the host `ns`, allowed its microphone on the
+    /// plain-http `page` of another host (production serves https; a non-local http origin
+    /// is no secure context).
+    pub fn start_on(ns: &super::netns::Netns, page: &str) -> Browser {
+        let secure = format!("--unsafely-treat-insecure-origin-as-secure={page}");
+        ns.run(move || Browser::start_with(440.0, &[&secure]))
+    }
+
     /// Like [`Browser::start`], with more Chromium flags.
     pub fn start_with(mic_tone: f64, flags: &[&str]) -> Browser {
         let dir =

@@ -92,9 +92,7 @@ impl TwoHomes {
     /// Chromium on the agent's host, allowed its microphone on the gateway's plain-http page
     /// (production serves https; a non-local http origin is no secure context).
     pub fn browser(&self, page: &str) -> Browser {
-        let secure = format!("--unsafely-treat-insecure-origin-as-secure={page}");
-        self.browser
-            .run(move || Browser::start_with(440.0, &[&secure]))
+        Browser::start_on(&self.browser, page)
     }
 }
 
