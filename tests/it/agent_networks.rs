@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use crate::common::browser::Browser;
 use crate::common::coturn::Coturn;
 use crate::common::gateway::Gateway;
-use crate::common::kamailio::{pick_port, Kamailio, KamailioOptions};
+use crate::common::kamailio::{pick_port, Kamailio};
 use crate::common::netns::{self, Netns};
 use crate::common::scenes::tone_phone;
 use crate::common::sipp::Sipp;
+use crate::common::two_homes::gateway_advertising;
 
 const T: Duration = Duration::from_secs(20);
 /// The gateway's host, as the agent's host reaches it.
@@ -84,20 +85,8 @@ impl Lan {
 /// Kamailio, a SIPp phone 1003 playing 1000 Hz until BYE, and the gateway (media on every
 /// address, advertising `GATEWAY`, WebSocket on `ws`) with `extra` flags, on the current host.
 fn gateway_host(ws: u16, extra: &[&str]) -> (Kamailio, Sipp, Gateway) {
-    let kam = Kamailio::start(KamailioOptions::default());
+    let (kam, gw) = gateway_advertising(GATEWAY, ws, extra);
     let phone = tone_phone(&kam, "1003");
-    let ws_listen = format!("0.0.0.0:{ws}");
-    let sip_listen = format!("0.0.0.0:{}", pick_port());
-    let mut args = vec![
-        "--ws-listen",
-        &ws_listen,
-        "--sip-listen",
-        &sip_listen,
-        "--public-ip",
-        GATEWAY,
-    ];
-    args.extend_from_slice(extra);
-    let gw = Gateway::start(&kam.uri(), &args);
     (kam, phone, gw)
 }
 

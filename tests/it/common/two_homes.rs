@@ -99,6 +99,12 @@ impl TwoHomes {
 /// On the gateway's host: Kamailio, and the gateway with media on 0.0.0.0 advertising
 /// `ADVERTISED`, its WebSocket on `ws`, with `extra` flags.
 pub fn gateway_host(ws: u16, extra: &[&str]) -> (Kamailio, Gateway) {
+    gateway_advertising(ADVERTISED, ws, extra)
+}
+
+/// On the current host: Kamailio, and the gateway listening on every address (WebSocket on
+/// `ws`, SIP on a free port) advertising `address`, with `extra` flags.
+pub fn gateway_advertising(address: &str, ws: u16, extra: &[&str]) -> (Kamailio, Gateway) {
     let kam = Kamailio::start(KamailioOptions::default());
     let ws_listen = format!("0.0.0.0:{ws}");
     let sip_listen = format!("0.0.0.0:{}", pick_port());
@@ -108,7 +114,7 @@ pub fn gateway_host(ws: u16, extra: &[&str]) -> (Kamailio, Gateway) {
         "--sip-listen",
         &sip_listen,
         "--public-ip",
-        ADVERTISED,
+        address,
     ];
     args.extend_from_slice(extra);
     let gw = Gateway::start(&kam.uri(), &args);
